@@ -1,0 +1,212 @@
+"""Stage `prepare`: corpus -> windows (token ids, sentence ids, spans) and the shard plan, in the store.
+
+Partitions of documents are packed independently (``map_partitions`` fans them out: Ray tasks in
+`runner.py`, a plain loop in tests); the driver then creates every array of the store at its final
+shape and writes the token arrays. A store already prepared with the same settings is kept as it
+is (a resumed run); one prepared with other settings is refused, untouched.
+
+Example::
+
+    result = prepare(RunConfig(), loaded_model_info, map_partitions=local_map)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from attnsim import __version__
+from attnsim.config import RunConfig
+from attnsim.errors import UserError
+from attnsim.models import load_tokenizer
+from attnsim.similarity import MASS_CATEGORIES
+from attnsim.sources import Problems, read_documents
+from attnsim.store import TOKEN_ARRAYS, Layout, consolidate, create_store, open_store, store_exists, write_unit
+from attnsim.windows import WindowPacker, WindowRows
+
+FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
+
+MapPartitions = Callable[[Callable, list], Iterable]
+
+
+@dataclass
+class PrepareResult:
+    url: str
+    n_windows: int
+    n_tokens: int
+    n_documents: int
+    problems: dict
+    reused: bool  # the store was already prepared with the same settings
+
+
+def local_map(fn: Callable, items: list) -> Iterable:
+    return map(fn, items)
+
+
+@functools.lru_cache(maxsize=4)
+def _packer(model: str, trust_remote_code: bool, max_tokens: int, separator: str) -> WindowPacker:
+    return WindowPacker(load_tokenizer(model, trust_remote_code), max_tokens, separator)
+
+
+def pack_partition(args: tuple) -> WindowRows:
+    """Pack one partition of (doc_id, text) pairs; runs in a Ray task or in process."""
+    (model, trust_remote_code, max_tokens, separator), docs = args
+    packer = _packer(model, trust_remote_code, max_tokens, separator)
+    rows = WindowRows()
+    for doc_id, text in docs:
+        rows.extend(packer.pack(doc_id, text))
+    return rows
+
+
+def token_classes(tokenizer) -> dict:
+    """Ids of the special and punctuation tokens, stored so later stages need no tokenizer."""
+    vocab = tokenizer.get_vocab()
+    punct, final = [], []
+    for token, idx in vocab.items():
+        bare = token.removeprefix("##").lstrip("\u0120\u2581")  # WordPiece / BPE / SentencePiece marks
+        if bare and all(unicodedata.category(ch).startswith("P") for ch in bare):
+            punct.append(idx)
+            if bare in FINAL_PUNCT:
+                final.append(idx)
+    return {
+        "cls": tokenizer.cls_token_id,
+        "sep": tokenizer.sep_token_id,
+        "punct": sorted(punct),
+        "final_punct": sorted(final),
+    }
+
+
+def run_settings(cfg: RunConfig, model_info: dict, corpus_fingerprint: str) -> dict:
+    """Everything that must match for a run to write into an existing store."""
+    return {
+        "model": cfg.model,
+        "weights_sha256": model_info["weights_sha256"],
+        "max_tokens": cfg.max_tokens,
+        "sentence_separator": cfg.sentence_separator,
+        "k": cfg.k,
+        "similarity_kind": cfg.similarity_kind,
+        "tiers": list(cfg.tiers),
+        "windows_per_shard": cfg.windows_per_shard,
+        "corpus": corpus_fingerprint,
+    }
+
+
+def check_settings(url: str, settings: dict) -> bool:
+    """True if the store exists and was prepared with these settings; raises if it differs."""
+    if not store_exists(url):
+        return False
+    attrs = dict(open_store(url).attrs)
+    if not attrs.get("prepared"):
+        return False  # a prepare that was killed: start it again
+    stored = attrs.get("settings", {})
+    for key, value in settings.items():
+        if stored.get(key) != value:
+            raise UserError(
+                f"store {url!r} was made with {key}={stored.get(key)!r}, not {value!r}; "
+                "use a new --out (or delete the store) to start a different run"
+            )
+    return True
+
+
+def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = local_map) -> PrepareResult:
+    """Create the store with the corpus's windows, or reuse it when already prepared identically."""
+    if cfg.max_tokens > model_info["max_tokens"]:
+        raise UserError(
+            f"--max-tokens {cfg.max_tokens} is above the limit of model {cfg.model!r} ({model_info['max_tokens']}); "
+            f"use --max-tokens {model_info['max_tokens']} or less"
+        )
+    problems = Problems()
+    docs = list(
+        (d.doc_id, d.text)
+        for d in read_documents(
+            cfg.corpus,
+            text_column=cfg.text_column,
+            one_per_line=cfg.one_per_line,
+            hf_split=cfg.hf_split,
+            problems=problems,
+        )
+    )
+    fingerprint = corpus_fingerprint(docs)
+    settings = run_settings(cfg, model_info, fingerprint)
+    url = cfg.store_url
+    if check_settings(url, settings):
+        attrs = dict(open_store(url).attrs)
+        c = attrs["corpus"]
+        return PrepareResult(url, c["windows"], c["tokens"], c["documents"], c["problems"], reused=True)
+
+    key = (cfg.model, cfg.trust_remote_code, cfg.max_tokens, cfg.sentence_separator)
+    parts = [docs[i : i + cfg.docs_per_partition] for i in range(0, len(docs), cfg.docs_per_partition)]
+    rows = WindowRows()
+    for part_rows in map_partitions(pack_partition, [(key, p) for p in parts]):
+        rows.extend(part_rows)
+    if len(rows) == 0:
+        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
+
+    arrays = rows.to_arrays(cfg.max_tokens)
+    n_tokens = int(arrays["length"].sum())
+    layout = Layout(
+        n_windows=len(rows),
+        max_tokens=cfg.max_tokens,
+        n_layers=model_info["layers"],
+        n_heads=model_info["heads"],
+        head_size=model_info["head_size"],
+        k=cfg.k,
+        n_categories=len(MASS_CATEGORIES),
+        windows_per_shard=cfg.windows_per_shard,
+        tiers=tuple(cfg.tiers),
+    )
+    corpus_info = {
+        "spec": cfg.corpus,
+        "fingerprint": fingerprint,
+        "documents": len(docs),
+        "windows": len(rows),
+        "tokens": n_tokens,
+        "problems": problems.to_dict(),
+    }
+    root = create_store(
+        url,
+        layout,
+        {
+            "prepared": False,
+            "settings": settings,
+            "model": {k: v for k, v in model_info.items() if k != "token_classes"},
+            "tokenizer": {"source": model_info["source"], "token_classes": model_info["token_classes"]},
+            "windows": {
+                "max_tokens": cfg.max_tokens,
+                "sentence_separator": cfg.sentence_separator,
+                "splitter": "pysbd",
+                "stride": 0,
+            },
+            "similarity_kind": cfg.similarity_kind,
+            "k": cfg.k,
+            "tiers": list(cfg.tiers),
+            "mass_categories": list(MASS_CATEGORIES),
+            "corpus": corpus_info,
+            "code_version": __version__,
+            "config": cfg.model_dump(mode="json"),
+        },
+    )
+    for unit in range(layout.n_units):
+        start, stop = layout.unit_windows(unit)
+        write_unit(root, layout, unit, {name: arrays[name][start:stop] for name in TOKEN_ARRAYS})
+    root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
+    consolidate(url)
+    return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
+
+
+def corpus_fingerprint(docs: list[tuple[int, str]]) -> str:
+    h = hashlib.sha256()
+    for doc_id, text in docs:
+        h.update(f"{doc_id}:{len(text)}:".encode())
+        h.update(text.encode("utf-8", errors="surrogatepass"))
+    return h.hexdigest()[:16]
+
+
+def window_tokens(arrays: dict, window: int) -> np.ndarray:
+    """The real token ids of a window (no padding)."""
+    return arrays["input_ids"][window, : arrays["length"][window]]

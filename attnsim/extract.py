@@ -1,0 +1,151 @@
+"""Stage `extract` on one work unit: windows -> head vectors -> S, top-k, attention mass -> store.
+
+Ray-free: `runner.py` schedules units onto actors that each hold one `Extractor`; tests call it
+directly. Windows of a unit are batched by length (less padding) while results keep the store's
+window order; each layer's S and top-k are computed as the layer finishes (in the hook), so all
+layers' T x T matrices never coexist. Every unit writes whole shards, then its marker, so the
+bytes do not depend on the number of workers, the order, retries or restarts.
+
+Example::
+
+    extractor = Extractor(cfg)
+    extractor.run_unit(0)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from attnsim.config import RunConfig
+from attnsim.models import LoadedModel, head_taps, load_model
+from attnsim.similarity import attention_mass, attention_probs, similarity, split_heads, topk_neighbours
+from attnsim.store import TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class UnitComputer:
+    """Computes the tier arrays for a set of windows with one loaded model (no store access)."""
+
+    def __init__(self, loaded: LoadedModel, *, kind: str, k: int, tiers, token_classes: dict, batch_size: int):
+        self.loaded = loaded
+        self.kind, self.k, self.tiers, self.batch_size = kind, k, tuple(tiers), batch_size
+        self.device = next(loaded.model.parameters()).device
+        vocab = max(len(loaded.tokenizer), max(token_classes["punct"], default=0) + 1)
+        punct = torch.zeros(vocab, dtype=torch.bool)
+        punct[token_classes["punct"]] = True
+        self.punct_table = punct.to(self.device)
+        self.cls, self.sep = token_classes["cls"], token_classes["sep"]
+        self.pad = loaded.tokenizer.pad_token_id or 0
+
+    @torch.inference_mode()
+    def compute(self, input_ids: np.ndarray, sentence_id: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
+        """input_ids, sentence_id: (W, T) with -1 padding; length: (W,). Returns the tier arrays."""
+        w, t = input_ids.shape
+        l, h, d = self.loaded.n_layers, self.loaded.n_heads, self.loaded.head_size
+        out: dict[str, np.ndarray] = {}
+        if "default" in self.tiers:
+            out["topk_index"] = np.full((w, l, h, t, self.k), -1, np.int16)
+            out["topk_value"] = np.full((w, l, h, t, self.k), np.nan, np.float16)
+            out["attention_mass"] = np.full((w, l, h, 8), np.nan, np.float32)
+        if "vectors" in self.tiers:
+            out["head_vectors"] = np.full((w, l, h, t, d), np.nan, np.float16)
+        if "dense" in self.tiers:
+            out["similarity"] = np.full((w, l, h, t, t), np.nan, np.float16)
+
+        order = np.argsort(-length, kind="stable")  # similar lengths together: less padding
+        for b in range(0, w, self.batch_size):
+            rows = np.sort(order[b : b + self.batch_size])
+            tb = int(length[rows].max())
+            ids = torch.from_numpy(input_ids[rows, :tb].astype(np.int64))
+            valid = ids >= 0  # (B, Tb)
+            sent = torch.from_numpy(sentence_id[rows, :tb].astype(np.int64))
+            ids = ids.masked_fill(~valid, self.pad).to(self.device, non_blocking=True)
+            valid, sent = valid.to(self.device), sent.to(self.device)
+            ctx = {
+                "valid": valid,
+                "cls": ids.eq(self.cls) & valid,
+                "sep": ids.eq(self.sep) & valid,
+                "punct": self.punct_table[ids] & valid,
+                "sent": sent,
+            }
+
+            def on_layer(layer, q, key, z, rows=rows, tb=tb, ctx=ctx):
+                self._layer(out, layer, rows, tb, ctx, q, key, z)
+
+            with head_taps(self.loaded, on_layer):
+                self.loaded.model(input_ids=ids, attention_mask=valid.long())
+        return out
+
+    def _layer(self, out, layer, rows, tb, ctx, q, key, z) -> None:
+        h = self.loaded.n_heads
+        valid = ctx["valid"]
+        v = split_heads(z, h)  # (B, H, Tb, d)
+        s = similarity(v, self.kind)  # (B, H, Tb, Tb) float32
+        if "default" in self.tiers:
+            index, value = topk_neighbours(s, valid, self.k)  # (B, H, Tb, k)
+            out["topk_index"][rows, layer, :, :tb] = index.to(torch.int16).cpu().numpy()
+            out["topk_value"][rows, layer, :, :tb] = value.to(torch.float16).cpu().numpy()
+            p = attention_probs(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
+            mass = attention_mass(p, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"])  # (B, H, C)
+            out["attention_mass"][rows, layer] = mass.cpu().numpy()
+        if "vectors" in self.tiers:
+            vec = v.float().masked_fill(~valid[:, None, :, None], float("nan"))
+            out["head_vectors"][rows, layer, :, :tb] = vec.to(torch.float16).cpu().numpy()
+        if "dense" in self.tiers:
+            pair = valid[:, None, :, None] & valid[:, None, None, :]
+            out["similarity"][rows, layer, :, :tb, :tb] = s.masked_fill(~pair, float("nan")).to(torch.float16).cpu().numpy()
+
+
+class Extractor:
+    """Holds one model and writes whole units of a store; one per actor."""
+
+    def __init__(self, cfg: RunConfig, device: str | None = None, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)  # Ray may have set OMP_NUM_THREADS=1 for this process
+        self.cfg = cfg
+        self.url = cfg.store_url
+        self.root = open_store(self.url, mode="r+")
+        attrs = dict(self.root.attrs)
+        self.layout = layout_from_attrs(attrs)
+        self.device = pick_device(device or cfg.device)
+        self.loaded = load_model(
+            cfg.model,
+            device=self.device,
+            dtype=cfg.dtype if self.device.type == "cuda" else "float32",
+            trust_remote_code=cfg.trust_remote_code,
+            allow_pickle_weights=cfg.allow_pickle_weights,
+        )
+        self.computer = UnitComputer(
+            self.loaded,
+            kind=attrs["similarity_kind"],
+            k=attrs["k"],
+            tiers=attrs["tiers"],
+            token_classes=attrs["tokenizer"]["token_classes"],
+            batch_size=cfg.batch_size,
+        )
+        self.tier_arrays = [name for tier in attrs["tiers"] for name in TIER_ARRAYS[tier]]
+
+    def run_unit(self, unit: int) -> dict:
+        """Compute, write whole shards, then the marker. Returns the marker's content."""
+        began = time.perf_counter()
+        tokens = read_unit(self.root, self.layout, unit, ("input_ids", "sentence_id", "length"))
+        arrays = self.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
+        write_unit(self.root, self.layout, unit, arrays)
+        start, stop = self.layout.unit_windows(unit)
+        info = {
+            "windows": [start, stop],
+            "tokens": int(tokens["length"].sum()),
+            "checksum": unit_checksum(arrays),
+            "arrays": sorted(arrays),
+        }
+        write_marker(self.url, unit, info)
+        return {**info, "unit": unit, "seconds": time.perf_counter() - began, "pid": os.getpid()}

@@ -1,0 +1,193 @@
+"""Per-block counting for the reduce: high pairs of one block of windows -> a mergeable `Partial`.
+
+Pure numpy + Polars over arrays; no store, no Dask. Definitions (DESIGN.md, Statistics):
+
+* real token: a non-padding, non-special position (sentence_id >= 0);
+* a pair (i, j) is ordered, i != j, within one window; a *high* pair has i real and j a valid
+  (non-padding) token that is among i's top k (mode `topk`) or whose S[i, j] is above the head's
+  threshold (mode `quantile`);
+* distance, same-sentence and repetition statistics use high pairs whose j is real too
+  ("real high pairs"); separator share and anchors use all high pairs (j may be [CLS]/[SEP]).
+
+Example::
+
+    part = block_partial(tokens, topk_index=idx, attention_mass=mass, classes=cls, n_boot=200, seed=0, start=0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import polars as pl
+
+# Per-window statistics summed per layer, for the Poisson bootstrap (order matters: see statistics.py).
+WINDOW_STATS = ("n_high", "sum_distance", "n_same", "n_rep", "n_sep", "n_high_all")
+PAIR_STATS = ("n_all", "n_same_all", "n_rep_all")
+
+
+@dataclass
+class Partial:
+    """Counts over some windows; partials merge by addition, so any grouping gives the same totals."""
+
+    n_windows: int
+    n_high_all: np.ndarray  # (L, H) high pairs with i real
+    n_sep: np.ndarray  # (L, H) ... whose target j is [CLS], [SEP] or sentence-final punctuation
+    n_high: np.ndarray  # (L, H) real high pairs (i and j real)
+    sum_distance: np.ndarray  # (L, H) sum of |i - j| over real high pairs
+    n_same: np.ndarray  # (L, H) real high pairs within one sentence
+    n_rep: np.ndarray  # (L, H) real high pairs of the same token id
+    hist_high: np.ndarray  # (L, H, T) real high pairs by distance d = |i - j|
+    n_all_d: np.ndarray  # (T,) all ordered real pairs by distance
+    pair_totals: np.ndarray  # (3,) n_all, n_same_all, n_rep_all over all ordered real pairs
+    mass_sum: np.ndarray  # (L, H, C) sum over windows of the attention mass
+    mass_windows: np.ndarray  # (L, H) windows with a finite attention mass
+    boot: np.ndarray  # (B, L, S + 3) Poisson-weighted sums of WINDOW_STATS per layer, then PAIR_STATS
+    anchors: pl.DataFrame  # layer, head, token, count: targets of high pairs
+    token_counts: pl.DataFrame  # token, count: every valid token of the windows
+
+    def __add__(self, other: "Partial") -> "Partial":
+        merged = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, pl.DataFrame):
+                keys = [c for c in a.columns if c != "count"]
+                merged[f.name] = pl.concat([a, b]).group_by(keys).agg(pl.col("count").sum()).sort(keys)
+            else:
+                merged[f.name] = a + b
+        return Partial(**merged)
+
+
+def all_pair_counts(input_ids: np.ndarray, sentence_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered real pairs per window: N_all(d) summed over windows (T,), and per window (W, 3)
+    n_all, n_same_all (same sentence), n_rep_all (same token id)."""
+    w, t = input_ids.shape
+    real = sentence_id >= 0  # (W, T)
+    n_all_d = np.zeros(t, np.int64)
+    r = real.astype(np.int64)
+    for d in range(1, t):  # two ordered pairs per unordered pair at distance d
+        n_all_d[d] = 2 * int((r[:, :-d] * r[:, d:]).sum())
+    per_window = np.zeros((w, 3), np.int64)
+    n = r.sum(1)
+    per_window[:, 0] = n * (n - 1)
+    for row in range(w):
+        m = real[row]
+        _, c = np.unique(sentence_id[row, m], return_counts=True)
+        per_window[row, 1] = int((c * (c - 1)).sum())
+        _, c = np.unique(input_ids[row, m], return_counts=True)
+        per_window[row, 2] = int((c * (c - 1)).sum())
+    return n_all_d, per_window
+
+
+def topk_pairs(topk_index: np.ndarray, sentence_id: np.ndarray):
+    """Flat high pairs (window, layer, head, i, j) from top-k neighbour indices (W, L, H, T, k)."""
+    w, l, h, t, k = topk_index.shape
+    real_i = (sentence_id >= 0)[:, None, None, :, None]  # (W, 1, 1, T, 1)
+    keep = (topk_index >= 0) & real_i
+    win, lay, head, i, slot = np.nonzero(keep)
+    j = topk_index[win, lay, head, i, slot].astype(np.int64)
+    return win, lay, head, i, j
+
+
+def threshold_pairs(s: np.ndarray, threshold: np.ndarray, sentence_id_row: np.ndarray, window: int):
+    """Flat high pairs of one window from its dense S (L, H, T, T): S[i, j] > threshold[l, h]."""
+    t = s.shape[-1]
+    real_i = (sentence_id_row >= 0)[None, None, :, None]
+    off_diag = ~np.eye(t, dtype=bool)[None, None]
+    with np.errstate(invalid="ignore"):
+        keep = (s > threshold[:, :, None, None]) & real_i & off_diag & np.isfinite(s)
+    lay, head, i, j = np.nonzero(keep)
+    return np.full(len(i), window), lay, head, i, j
+
+
+def block_partial(
+    input_ids: np.ndarray,
+    sentence_id: np.ndarray,
+    length: np.ndarray,
+    pairs: tuple,
+    attention_mass: np.ndarray | None,
+    classes: dict,
+    shape: tuple[int, int],
+    n_boot: int,
+    seed: int,
+    start: int,
+) -> Partial:
+    """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs."""
+    w, t = input_ids.shape
+    n_layers, n_heads = shape
+    win, lay, head, i, j = (np.asarray(a, np.int64) for a in pairs)
+    lh = lay * n_heads + head  # flat (layer, head) index
+    size = n_layers * n_heads
+
+    def per_head(mask=None, weights=None):
+        sel = lh if mask is None else lh[mask]
+        wts = None if weights is None else (weights if mask is None else weights[mask])
+        return np.bincount(sel, weights=wts, minlength=size).reshape(n_layers, n_heads)
+
+    target = input_ids[win, j]
+    special = np.asarray([classes["cls"], classes["sep"]] + list(classes["final_punct"]), np.int64)
+    is_sep = np.isin(target, special) | (sentence_id[win, j] < 0)
+    real_j = sentence_id[win, j] >= 0
+    dist = np.abs(i - j)
+    same = real_j & (sentence_id[win, i] == sentence_id[win, j])
+    rep = real_j & (input_ids[win, i] == target)
+
+    hist = np.bincount(lh[real_j] * t + dist[real_j], minlength=size * t).reshape(n_layers, n_heads, t)
+    n_all_d, window_pairs = all_pair_counts(input_ids, sentence_id)
+
+    # Per-window, per-layer sums for the bootstrap: (W, L, S).
+    wl = win * n_layers + lay
+    stats = np.stack(
+        [
+            np.bincount(wl[real_j], minlength=w * n_layers),
+            np.bincount(wl[real_j], weights=dist[real_j], minlength=w * n_layers),
+            np.bincount(wl[same], minlength=w * n_layers),
+            np.bincount(wl[rep], minlength=w * n_layers),
+            np.bincount(wl[is_sep], minlength=w * n_layers),
+            np.bincount(wl, minlength=w * n_layers),
+        ],
+        axis=-1,
+    ).reshape(w, n_layers, len(WINDOW_STATS))
+    per_window = np.concatenate([stats, np.broadcast_to(window_pairs[:, None, :], (w, n_layers, 3))], axis=-1)
+    # Poisson(1) weights per window, seeded by the block's first window: the same for any grouping.
+    weights = np.random.default_rng([seed, start]).poisson(1.0, size=(n_boot, w)).astype(np.float64)
+    boot = np.einsum("bw,wls->bls", weights, per_window.astype(np.float64))
+
+    if attention_mass is None:
+        mass_sum = np.zeros((n_layers, n_heads, 8))
+        mass_windows = np.zeros((n_layers, n_heads), np.int64)
+    else:
+        finite = np.isfinite(attention_mass)
+        mass_sum = np.where(finite, attention_mass, 0.0).astype(np.float64).sum(0)
+        mass_windows = finite.all(-1).sum(0)
+
+    valid = input_ids >= 0
+    anchors = (
+        pl.DataFrame({"layer": lay.astype(np.int32), "head": head.astype(np.int32), "token": target.astype(np.int32)})
+        .group_by(["layer", "head", "token"])
+        .agg(pl.len().cast(pl.Int64).alias("count"))
+        .sort(["layer", "head", "token"])
+    )
+    tokens = (
+        pl.DataFrame({"token": input_ids[valid].astype(np.int32)})
+        .group_by("token")
+        .agg(pl.len().cast(pl.Int64).alias("count"))
+        .sort("token")
+    )
+    return Partial(
+        n_windows=w,
+        n_high_all=per_head(),
+        n_sep=per_head(is_sep),
+        n_high=per_head(real_j),
+        sum_distance=per_head(real_j, dist.astype(np.float64)),
+        n_same=per_head(same),
+        n_rep=per_head(rep),
+        hist_high=hist,
+        n_all_d=n_all_d,
+        pair_totals=window_pairs.sum(0),
+        mass_sum=mass_sum,
+        mass_windows=mass_windows,
+        boot=boot,
+        anchors=anchors,
+        token_counts=tokens,
+    )

@@ -1,0 +1,116 @@
+"""The stages in order, as the CLI and the `jobs/` entrypoints run them.
+
+Each function takes the run's config, does one stage, and is safe to run again: prepare reuses an
+identical store, extract skips units with a marker, reduce rewrites the tables.
+
+Example::
+
+    cfg = RunConfig(out="runs/default")
+    run_all(cfg)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import fsspec
+
+from attnsim.config import RunConfig, join_url
+from attnsim.corpus import PrepareResult, local_map, prepare, token_classes
+from attnsim.models import load_model
+from attnsim.progress import ExtractProgress
+from attnsim.store import completed_units, consolidate, layout_from_attrs, open_store, update_attrs
+
+log = logging.getLogger("attnsim")
+
+
+def model_info(cfg: RunConfig) -> dict:
+    """What the store records about the model (loaded once on the driver, on the CPU)."""
+    loaded = load_model(
+        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights
+    )
+    return {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
+
+
+def save_config(cfg: RunConfig) -> str:
+    """The resolved config beside the outputs, so stage commands and reruns use the same settings."""
+    url = join_url(cfg.out, "config.yaml")
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as f:
+        f.write(cfg.to_yaml())
+    return url
+
+
+def load_run_config(out: str, overrides: dict) -> RunConfig:
+    """The config saved in a run folder (if any) with overrides applied."""
+    url = join_url(out, "config.yaml")
+    fs, path = fsspec.core.url_to_fs(url)
+    if fs.exists(path):
+        import yaml
+
+        with fs.open(path) as f:
+            data = yaml.safe_load(f) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        data["out"] = out
+        return RunConfig.from_dict(data)
+    return RunConfig.load(None, {**overrides, "out": out})
+
+
+def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
+    info = model_info(cfg)
+    mapper = local_map
+    if use_ray:
+        from attnsim.runner import ensure_ray, ray_map
+
+        ensure_ray()
+        mapper = ray_map
+    result = prepare(cfg, info, map_partitions=mapper)
+    save_config(cfg)
+    return result
+
+
+def pending_units(url: str) -> tuple[list[int], object]:
+    root = open_store(url)
+    layout = layout_from_attrs(dict(root.attrs))
+    done = completed_units(url)
+    return [u for u in range(layout.n_units) if u not in done], layout
+
+
+def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None = None, fail_on_unit=None) -> dict:
+    """Extract every unit without a marker (or exactly `units`); returns counts."""
+    url = cfg.store_url
+    todo, layout = pending_units(url)
+    if units is not None:
+        todo = sorted(units)
+    attrs = dict(open_store(url).attrs)
+    progress_url = join_url(cfg.out, "progress.json")
+    with ExtractProgress(layout.n_units, layout.n_windows, attrs["corpus"]["tokens"], progress_url, done_units=layout.n_units - len(todo)) as progress:
+        if use_ray:
+            from attnsim.runner import ensure_ray, run_extract
+
+            ensure_ray()
+            result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
+        else:
+            from attnsim.runner import run_extract_local
+
+            result = run_extract_local(cfg, todo, on_unit=progress.advance)
+    remaining, _ = pending_units(url)
+    if not remaining:
+        update_attrs(url, extracted=True)
+    result["remaining"] = len(remaining)
+    return result
+
+
+def stage_reduce(cfg: RunConfig) -> dict:
+    from attnsim.reduce import reduce_store
+
+    return reduce_store(cfg)
+
+
+def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
+    prepared = stage_prepare(cfg, use_ray)
+    extracted = stage_extract(cfg, use_ray)
+    summary = stage_reduce(cfg)
+    consolidate(cfg.store_url)
+    return {"prepare": prepared, "extract": extracted, "summary": summary}

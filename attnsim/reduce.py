@@ -1,0 +1,216 @@
+"""Stage `reduce`: Dask over the store's shard-aligned chunks -> Parquet tables of statistics.
+
+Each block (one unit's windows) becomes a fixed-size `Partial` (pairs.py, Polars inside); partials
+are summed in a fixed binary tree, so memory does not grow with the number of windows and the
+result does not depend on the scheduler (threads, synchronous, or a dask.distributed cluster).
+
+Example::
+
+    summary = reduce_store(RunConfig(out="runs/default"))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import dask
+import dask.array as da
+import numpy as np
+import polars as pl
+
+from attnsim.config import RunConfig, join_url
+from attnsim.errors import UserError
+from attnsim.pairs import block_partial, threshold_pairs, topk_pairs
+from attnsim.statistics import decay_table, head_table, layer_table
+from attnsim.store import completed_units, layout_from_attrs, open_store
+
+TOKEN_INPUTS = ("input_ids", "sentence_id", "length")
+
+
+def _blocks(root, layout, name):
+    """One delayed numpy block per unit (chunks aligned to the shards along `window`)."""
+    arr = root[name]
+    chunks = (layout.windows_per_shard,) + arr.shape[1:]
+    return da.from_zarr(arr, chunks=chunks).to_delayed().ravel().tolist()
+
+
+def _tree_sum(items):
+    items = list(items)
+    while len(items) > 1:
+        items = [dask.delayed(lambda a, b: a + b)(items[i], items[i + 1]) if i + 1 < len(items) else items[i] for i in range(0, len(items), 2)]
+    return items[0]
+
+
+def _dense_s(similarity_block, vectors_block, w: int, kind: str) -> np.ndarray:
+    """S of one window of a block, (L, H, T, T) float32: from the dense tier or the vectors."""
+    if similarity_block is not None:
+        return similarity_block[w].astype(np.float32)
+    v = vectors_block[w].astype(np.float32)  # (L, H, T, d), NaN on padding
+    if kind == "cosine":
+        v = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    return v @ np.swapaxes(v, -1, -2)
+
+
+def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, shape, n_boot, seed, start, kind):
+    if threshold is None:
+        pairs = topk_pairs(topk, sid)
+    else:
+        found = [threshold_pairs(_dense_s(dense, vectors, w, kind), threshold, sid[w], w) for w in range(len(ids))]
+        pairs = tuple(np.concatenate([f[n] for f in found]) for n in range(5))
+    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start)
+
+
+def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
+    """Per-head corpus quantile q of S over high-pair candidates, from a fixed-bin histogram."""
+    dense_name = "similarity" if "similarity" in root else "head_vectors"
+    sources = [_blocks(root, layout, n) for n in (dense_name, "sentence_id")]
+
+    def bounds(block, sid):
+        out = np.zeros((layout.n_layers, layout.n_heads))
+        for w in range(len(sid)):
+            s = _dense_s(block if dense_name == "similarity" else None, block, w, kind)
+            out = np.maximum(out, np.nanmax(np.abs(np.where(np.isfinite(s), s, 0)), axis=(-1, -2)))
+        return out
+
+    limit = dask.compute(*[dask.delayed(bounds)(b, s) for b, s in zip(*sources)], scheduler=scheduler)
+    limit = np.maximum(np.max(limit, axis=0), 1e-6)  # (L, H)
+    bins = 4096
+
+    def hist(block, sid):
+        out = np.zeros((layout.n_layers, layout.n_heads, bins), np.int64)
+        for w in range(len(sid)):
+            s = _dense_s(block if dense_name == "similarity" else None, block, w, kind)
+            real_i = (sid[w] >= 0)[None, None, :, None] & ~np.eye(s.shape[-1], dtype=bool)[None, None]
+            scaled = np.clip(((s / limit[:, :, None, None] + 1) / 2 * bins).astype(np.int64, copy=False), 0, bins - 1)
+            keep = real_i & np.isfinite(s)
+            for l in range(layout.n_layers):
+                for h in range(layout.n_heads):
+                    out[l, h] += np.bincount(scaled[l, h][keep[l, h]], minlength=bins)
+        return out
+
+    parts = [dask.delayed(hist)(b, s) for b, s in zip(*sources)]
+    total = dask.compute(_tree_sum(parts), scheduler=scheduler)[0]
+    cum = np.cumsum(total, axis=-1) / np.maximum(total.sum(-1, keepdims=True), 1)
+    edge = np.argmax(cum >= cfg.quantile, axis=-1) + 1  # upper edge of the bin holding the quantile
+    return (edge / bins * 2 - 1) * limit
+
+
+def compute_partial(cfg: RunConfig, url: str, scheduler=None):
+    """The merged counts over the whole store, and the store's attributes."""
+    root = open_store(url)
+    attrs = dict(root.attrs)
+    layout = layout_from_attrs(attrs)
+    missing = sorted(set(range(layout.n_units)) - completed_units(url))
+    if missing:
+        raise UserError(
+            f"store {url!r} is incomplete: {len(missing)} of {layout.n_units} units not extracted "
+            f"(first: {missing[0]:06d}); run `attnsim extract` on it first"
+        )
+    scheduler = scheduler or cfg.dask_scheduler
+    threshold = None
+    if cfg.high_mode == "quantile":
+        if not ({"vectors", "dense"} & set(attrs["tiers"])):
+            raise UserError("high_mode=quantile needs a store with the `vectors` or `dense` tier; extract with --tiers vectors")
+        threshold = _head_quantile(root, layout, cfg, attrs["similarity_kind"], _scheduler(scheduler))
+    inputs = [_blocks(root, layout, n) for n in TOKEN_INPUTS]
+    none = [None] * layout.n_units
+    topk = _blocks(root, layout, "topk_index") if threshold is None else none
+    mass = _blocks(root, layout, "attention_mass") if "attention_mass" in root else none
+    dense = _blocks(root, layout, "similarity") if threshold is not None and "similarity" in root else none
+    vectors = _blocks(root, layout, "head_vectors") if threshold is not None and "similarity" not in root else none
+    kw = dict(
+        threshold=threshold,
+        classes=attrs["tokenizer"]["token_classes"],
+        shape=(layout.n_layers, layout.n_heads),
+        n_boot=cfg.bootstrap,
+        seed=cfg.seed,
+        kind=attrs["similarity_kind"],
+    )
+    parts = [
+        dask.delayed(_block)(*args, start=unit * layout.windows_per_shard, **kw)
+        for unit, args in enumerate(zip(*inputs, topk, mass, dense, vectors))
+    ]
+    (total,) = dask.compute(_tree_sum(parts), scheduler=_scheduler(scheduler))
+    return total, attrs, threshold
+
+
+def _scheduler(spec):
+    if isinstance(spec, str) and "://" in spec:
+        from dask.distributed import Client
+
+        return Client(spec, set_as_default=False).get
+    return spec
+
+
+def reduce_store(cfg: RunConfig, url: str | None = None, stats_url: str | None = None, scheduler=None) -> dict:
+    """Compute every statistic of DESIGN.md and write the Parquet tables and summary.json."""
+    began = time.perf_counter()
+    url = url or cfg.store_url
+    stats_url = stats_url or cfg.stats_url
+    total, attrs, threshold = compute_partial(cfg, url, scheduler)
+    token_text = _token_text(attrs)
+    heads, anchors = head_table(total, token_text, cfg.labels)
+    layers, corr = layer_table(total, heads)
+    decay = decay_table(total)
+    top_anchors = (
+        anchors.group_by(["layer", "head"], maintain_order=True)
+        .head(cfg.top_anchors)
+        .with_columns(token_text=pl.col("token").map_elements(token_text, return_dtype=pl.String))
+    )
+    summary = {
+        "store": url,
+        "model": attrs["model"],
+        "corpus": attrs["corpus"],
+        "windows": int(total.n_windows),
+        "high_mode": cfg.high_mode,
+        "k": attrs["k"],
+        "quantile": cfg.quantile if cfg.high_mode == "quantile" else None,
+        "similarity_kind": attrs["similarity_kind"],
+        "bootstrap": cfg.bootstrap,
+        "layer_distance_correlation": corr,
+        "labels": heads["label"].value_counts().sort("label").to_dicts(),
+        "layers": layers.to_dicts(),
+        "reduce_seconds": round(time.perf_counter() - began, 3),
+    }
+    if threshold is not None:
+        summary["quantile_thresholds"] = threshold.tolist()
+    _write_tables(
+        stats_url,
+        {"head_stats": heads, "distance_decay": decay, "anchors": top_anchors, "layer_summary": layers},
+        summary,
+    )
+    return summary
+
+
+def _token_text(attrs):
+    from attnsim.models import load_tokenizer
+
+    tok = load_tokenizer(attrs["tokenizer"]["source"])
+    return lambda idx: tok.convert_ids_to_tokens(int(idx))
+
+
+def _write_tables(stats_url: str, tables: dict, summary: dict) -> None:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(stats_url)
+    fs.makedirs(root, exist_ok=True)
+    for name, frame in tables.items():
+        with fs.open(f"{root}/{name}.parquet", "wb") as f:
+            frame.write_parquet(f)
+    with fs.open(f"{root}/summary.json", "w") as f:
+        json.dump(summary, f, indent=2, default=_json_default, allow_nan=True)
+
+
+def _json_default(x):
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    raise TypeError(type(x))
+
+
+def stats_paths(stats_url: str) -> list[str]:
+    return [join_url(stats_url, f"{n}.parquet") for n in ("head_stats", "distance_decay", "anchors", "layer_summary")] + [
+        join_url(stats_url, "summary.json")
+    ]

@@ -1,0 +1,230 @@
+"""The Zarr v3 store format v1 (DESIGN.md): create, write a unit, mark it, open, read.
+
+Arrays are created once at their final shape by the driver; a work unit (``windows_per_shard``
+consecutive windows) writes whole shards of every array, then its marker
+``_markers/shard-NNNNNN.json``. The driver alone writes metadata. Works on a local path or any
+fsspec URL (``s3://``, ``gs://``, ``memory://``).
+
+Example::
+
+    root = open_store("runs/default/store.zarr")
+    done = completed_units("runs/default/store.zarr")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from attnsim import FORMAT_VERSION
+from attnsim.errors import UserError
+
+TOKEN_ARRAYS = ("input_ids", "sentence_id", "char_span", "doc_id", "length")
+TIER_ARRAYS = {
+    "default": ("topk_index", "topk_value", "attention_mass"),
+    "vectors": ("head_vectors",),
+    "dense": ("similarity",),
+}
+MARKER_DIR = "_markers"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes that fix every array's shape."""
+
+    n_windows: int
+    max_tokens: int
+    n_layers: int
+    n_heads: int
+    head_size: int
+    k: int
+    n_categories: int
+    windows_per_shard: int
+    tiers: tuple[str, ...]
+
+    @property
+    def n_units(self) -> int:
+        return math.ceil(self.n_windows / self.windows_per_shard)
+
+    def unit_windows(self, unit: int) -> tuple[int, int]:
+        start = unit * self.windows_per_shard
+        return start, min(start + self.windows_per_shard, self.n_windows)
+
+    def specs(self) -> dict[str, dict]:
+        """name -> shape, dtype, dims, inner chunk, fill for each array of the store."""
+        w, t, l, h, d, k = self.n_windows, self.max_tokens, self.n_layers, self.n_heads, self.head_size, self.k
+        s = {
+            "input_ids": ((w, t), "int32", ("window", "token"), -1),
+            "sentence_id": ((w, t), "int32", ("window", "token"), -1),
+            "char_span": ((w, t, 2), "int64", ("window", "token", "edge"), -1),
+            "doc_id": ((w,), "int64", ("window",), -1),
+            "length": ((w,), "int32", ("window",), 0),
+        }
+        per_head = ("window", "layer", "head")
+        if "default" in self.tiers:
+            s["topk_index"] = ((w, l, h, t, k), "int16", per_head + ("token", "k"), -1)
+            s["topk_value"] = ((w, l, h, t, k), "float16", per_head + ("token", "k"), float("nan"))
+            s["attention_mass"] = ((w, l, h, self.n_categories), "float32", per_head + ("category",), float("nan"))
+        if "vectors" in self.tiers:
+            s["head_vectors"] = ((w, l, h, t, d), "float16", per_head + ("token", "dim"), float("nan"))
+        if "dense" in self.tiers:
+            s["similarity"] = ((w, l, h, t, t), "float16", per_head + ("token", "other"), float("nan"))
+        out = {}
+        for name, (shape, dtype, dims, fill) in s.items():
+            shard = (self.windows_per_shard,) + shape[1:]
+            # Big per-head arrays: one inner chunk per window (per window and layer for `dense`) so
+            # a reader can fetch one window lazily; small arrays: the shard is the chunk.
+            if name == "similarity":
+                chunk = (1, 1) + shape[2:]
+            elif len(shape) >= 4:
+                chunk = (1,) + shape[1:]
+            else:
+                chunk = shard
+            out[name] = {"shape": shape, "dtype": dtype, "dims": dims, "fill": fill, "chunk": chunk, "shard": shard}
+        return out
+
+
+def layout_from_attrs(attrs: dict) -> Layout:
+    return Layout(**attrs["layout"] | {"tiers": tuple(attrs["layout"]["tiers"])})
+
+
+# ------------------------------------------------------------------------------------- opening
+def _fs(url: str):
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs, path.rstrip("/")
+
+
+def store_exists(url: str) -> bool:
+    fs, path = _fs(url)
+    return fs.exists(f"{path}/zarr.json")
+
+
+def open_store(url: str, mode: str = "r") -> zarr.Group:
+    if mode == "r" and not store_exists(url):
+        raise UserError(f"no attnsim store at {url!r}; run `attnsim prepare` (or `attnsim run`) first")
+    return zarr.open_group(url, mode=mode, zarr_format=3)
+
+
+def create_store(url: str, layout: Layout, attrs: dict) -> zarr.Group:
+    """Create the group and every array at its final shape (driver only)."""
+    root = zarr.open_group(url, mode="w", zarr_format=3)
+    for name, spec in layout.specs().items():
+        itemsize = np.dtype(spec["dtype"]).itemsize
+        shuffle = BloscShuffle.bitshuffle if itemsize <= 2 else BloscShuffle.shuffle
+        root.create_array(
+            name,
+            shape=spec["shape"],
+            dtype=spec["dtype"],
+            chunks=spec["chunk"],
+            shards=spec["shard"] if spec["chunk"] != spec["shard"] else None,
+            fill_value=spec["fill"],
+            dimension_names=spec["dims"],
+            compressors=BloscCodec(cname="zstd", clevel=5, shuffle=shuffle, typesize=itemsize),
+        )
+    root.attrs.update(
+        {
+            "format_version": FORMAT_VERSION,
+            "layout": {**layout.__dict__, "tiers": list(layout.tiers)},
+            "windows_per_shard": layout.windows_per_shard,
+            "n_units": layout.n_units,
+            **attrs,
+        }
+    )
+    return root
+
+
+def update_attrs(url: str, **attrs) -> None:
+    """Driver-only metadata update, then re-consolidate so xarray sees it."""
+    root = zarr.open_group(url, mode="r+", zarr_format=3)
+    root.attrs.update(attrs)
+    consolidate(url)
+
+
+def consolidate(url: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not yet part of the v3 spec
+        zarr.consolidate_metadata(url, zarr_format=3)
+
+
+# ------------------------------------------------------------------------------------- units
+def unit_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over a unit's arrays in name order: what its marker promises is in the store."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(name.encode())
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write whole shards of the given arrays for one unit; no other writer touches them."""
+    start, stop = layout.unit_windows(unit)
+    for name, data in arrays.items():
+        assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
+        root[name][start:stop] = data
+
+
+def read_unit(root: zarr.Group, layout: Layout, unit: int, names) -> dict[str, np.ndarray]:
+    start, stop = layout.unit_windows(unit)
+    return {name: root[name][start:stop] for name in names}
+
+
+def marker_key(unit: int) -> str:
+    return f"{MARKER_DIR}/shard-{unit:06d}.json"
+
+
+def write_marker(url: str, unit: int, info: dict) -> None:
+    fs, path = _fs(url)
+    data = json.dumps({"unit": unit, **info}, sort_keys=True).encode()
+    target = f"{path}/{marker_key(unit)}"
+    if isinstance(fs, LocalFileSystem):
+        # Write then rename: a marker is either whole or absent, even if the process is killed.
+        fs.makedirs(f"{path}/{MARKER_DIR}", exist_ok=True)
+        fs.pipe_file(target + ".tmp", data)
+        os.replace(target + ".tmp", target)
+    else:
+        fs.pipe_file(target, data)  # object stores publish a PUT atomically
+
+
+def read_marker(url: str, unit: int) -> dict | None:
+    fs, path = _fs(url)
+    try:
+        return json.loads(fs.cat_file(f"{path}/{marker_key(unit)}"))
+    except FileNotFoundError:
+        return None
+
+
+def completed_units(url: str) -> set[int]:
+    """Units with a marker, listed once (a rerun skips them)."""
+    fs, path = _fs(url)
+    try:
+        names = fs.ls(f"{path}/{MARKER_DIR}", detail=False)
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for name in names:
+        base = name.rsplit("/", 1)[-1]
+        if base.startswith("shard-") and base.endswith(".json"):
+            out.add(int(base[6:-5]))
+    return out
+
+
+def remove_marker(url: str, unit: int) -> None:
+    fs, path = _fs(url)
+    try:
+        fs.rm_file(f"{path}/{marker_key(unit)}")
+    except FileNotFoundError:
+        pass

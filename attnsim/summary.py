@@ -1,0 +1,103 @@
+"""What the terminal shows: the per-layer summary after a run, and `attnsim info` on a store."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from attnsim.config import RunConfig
+from attnsim.reduce import stats_paths
+from attnsim.store import completed_units, layout_from_attrs, open_store
+
+
+def _f(x, digits=2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _ci(row: dict, name: str, digits=2) -> str:
+    lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
+    if lo is None or hi is None:
+        return _f(row[name], digits)
+    return f"{_f(row[name], digits)} [{_f(lo, digits)}, {_f(hi, digits)}]"
+
+
+def print_layer_table(console: Console, summary: dict, anchors_by_layer: dict | None = None) -> None:
+    table = Table(title="per layer (pooled over heads; [95% bootstrap CI])", header_style="bold")
+    for col in ("layer", "mean dist", "same-sent enr", "repeat enr", "sep share", "mass [CLS]", "mass [SEP]", "mass punct", "labels", "top anchors"):
+        table.add_column(col, justify="right" if col not in ("labels", "top anchors") else "left")
+    for row in summary["layers"]:
+        labels = ", ".join(f"{k[6:]} {row[k]}" for k in row if k.startswith("heads_") and row[k])
+        table.add_row(
+            str(row["layer"]),
+            _ci(row, "mean_distance", 1),
+            _ci(row, "same_sentence_enrichment"),
+            _ci(row, "repetition_enrichment", 1),
+            _f(row["separator_share"]),
+            _f(row["mass_cls"]),
+            _f(row["mass_sep"]),
+            _f(row["mass_punct"]),
+            labels,
+            (anchors_by_layer or {}).get(row["layer"], ""),
+        )
+    console.print(table)
+    corr = summary["layer_distance_correlation"]
+    console.print(
+        f"rank correlation of layer index with mean high-pair distance: "
+        f"{_f(corr['spearman_layer_vs_mean_distance'])} [{_f(corr.get('ci_low'))}, {_f(corr.get('ci_high'))}]"
+    )
+
+
+def top_anchors_by_layer(stats_url: str, n: int = 3) -> dict:
+    """The most frequent top-1 anchor tokens among each layer's heads."""
+    import polars as pl
+
+    from attnsim.config import join_url
+
+    heads = pl.read_parquet(join_url(stats_url, "head_stats.parquet"))
+    out = {}
+    for layer, group in heads.group_by("layer"):
+        counts = group["top_anchor"].drop_nulls().value_counts(sort=True).head(n)
+        out[layer[0]] = " ".join(f"{t}×{c}" for t, c in counts.iter_rows())
+    return out
+
+
+def print_summary(console: Console, cfg: RunConfig, result: dict) -> None:
+    p, e, s = result["prepare"], result["extract"], result["summary"]
+    console.print(
+        f"[bold]attnsim[/] model {cfg.model} · corpus {cfg.corpus} · {p.n_documents} documents · "
+        f"{p.n_windows} windows · {p.n_tokens} tokens · units extracted now {e['done']} (retried {e['retried']})"
+    )
+    if p.problems:
+        console.print("document problems: " + ", ".join(f"{k} {v['count']}" for k, v in p.problems.items()))
+    print_layer_table(console, s, top_anchors_by_layer(cfg.stats_url))
+    console.print("written:")
+    console.print(f"  {cfg.store_url}")
+    for path in stats_paths(cfg.stats_url):
+        console.print(f"  {path}")
+
+
+def print_store_info(console: Console, url: str) -> None:
+    root = open_store(url)
+    attrs = dict(root.attrs)
+    layout = layout_from_attrs(attrs)
+    done = len(completed_units(url))
+    m, c = attrs["model"], attrs["corpus"]
+    table = Table(show_header=False, title=f"attnsim store {url}")
+    rows = [
+        ("format", f"v{attrs['format_version']} (attnsim {attrs.get('code_version')})"),
+        ("model", f"{m['name']} ({m['model_type']}, {m['layers']} layers x {m['heads']} heads, head size {m['head_size']}, weights {m['weights_sha256']})"),
+        ("corpus", f"{c['spec']} ({c['documents']} documents, fingerprint {c['fingerprint']})"),
+        ("windows", f"{c['windows']} of at most {attrs['windows']['max_tokens']} tokens, separator {attrs['windows']['sentence_separator']}"),
+        ("tokens", str(c["tokens"])),
+        ("similarity", f"{attrs['similarity_kind']}, top k = {attrs['k']}"),
+        ("tiers", ", ".join(attrs["tiers"])),
+        ("units", f"{done} of {layout.n_units} extracted ({layout.windows_per_shard} windows each)"),
+        ("arrays", ", ".join(f"{name}{tuple(root[name].shape)}" for name in sorted(root.array_keys()))),
+    ]
+    if c.get("problems"):
+        rows.append(("problems", ", ".join(f"{k} {v['count']}" for k, v in c["problems"].items())))
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)

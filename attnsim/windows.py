@@ -1,0 +1,186 @@
+"""Split documents into sentences and pack whole sentences into model windows.
+
+Pure functions over text and a fast tokenizer: no Ray, no store. The document is tokenised once
+(so the windows' tokens, in order, are exactly the document's tokenisation), then each token gets
+the sentence its first character falls in, and whole sentences are packed greedily into windows
+``[CLS] s1 s2 ... [SEP]`` of at most ``max_tokens``. A sentence longer than a window is cut into
+pieces that keep its sentence id. No token is dropped or duplicated.
+
+Example::
+
+    packer = WindowPacker(tokenizer, max_tokens=256)
+    rows = packer.pack(doc_id=0, text="One sentence. Another one.")
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# pysbd's cost grows quickly with block length; paragraphs longer than this are cut at whitespace
+# before splitting (only ever in text that has no paragraph break for this many characters).
+MAX_SPLIT_BLOCK = 10_000
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE_END = re.compile(r"[.!?;\u2026\u3002\uff01\uff1f]")
+
+
+class SentenceSplitter:
+    """Character spans of sentences, by pysbd (rule-based, offline, keeps the original text)."""
+
+    def __init__(self, language: str = "en"):
+        import pysbd
+
+        self._segmenter = pysbd.Segmenter(language=language, clean=False, char_span=False)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        out: list[tuple[int, int]] = []
+        for start, end in _blocks(text):
+            block = text[start:end]
+            if not _SENTENCE_END.search(block):  # nothing can end a sentence: one sentence
+                out.append((start, end))
+                continue
+            pos = 0
+            for segment in self._segmenter.segment(block):
+                piece = segment.strip()
+                if not piece:
+                    continue
+                found = block.find(piece, pos)
+                if found < 0:  # the splitter changed the text: keep the rest as one sentence
+                    out.append((start + pos, end))
+                    break
+                out.append((start + found, start + found + len(piece)))
+                pos = found + len(piece)
+        return out
+
+
+def _blocks(text: str) -> list[tuple[int, int]]:
+    """Paragraphs of at most MAX_SPLIT_BLOCK characters, as (start, end) spans without whitespace ends."""
+    spans = []
+    start = 0
+    for m in _PARAGRAPH.finditer(text):
+        spans.append((start, m.start()))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        while b - a > MAX_SPLIT_BLOCK:
+            cut = text.rfind(" ", a + MAX_SPLIT_BLOCK // 2, a + MAX_SPLIT_BLOCK)
+            cut = cut if cut > a else a + MAX_SPLIT_BLOCK
+            out.append((a, cut))
+            a = cut
+        out.append((a, b))
+    return [(a, b) for a, b in out if text[a:b].strip()]
+
+
+@dataclass
+class WindowRows:
+    """Packed windows of some documents, unpadded: one list entry per window."""
+
+    input_ids: list[np.ndarray] = field(default_factory=list)  # (n,) int32 incl. specials
+    sentence_id: list[np.ndarray] = field(default_factory=list)  # (n,) int32, -1 = special
+    char_span: list[np.ndarray] = field(default_factory=list)  # (n, 2) int64, -1 = special
+    doc_id: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.doc_id)
+
+    def extend(self, other: "WindowRows") -> None:
+        self.input_ids += other.input_ids
+        self.sentence_id += other.sentence_id
+        self.char_span += other.char_span
+        self.doc_id += other.doc_id
+
+    def to_arrays(self, max_tokens: int) -> dict[str, np.ndarray]:
+        """Pad to (W, max_tokens) with -1: the store's token arrays."""
+        w = len(self)
+        ids = np.full((w, max_tokens), -1, np.int32)
+        sid = np.full((w, max_tokens), -1, np.int32)
+        span = np.full((w, max_tokens, 2), -1, np.int64)
+        length = np.zeros(w, np.int32)
+        for r in range(w):
+            n = len(self.input_ids[r])
+            ids[r, :n], sid[r, :n], span[r, :n], length[r] = self.input_ids[r], self.sentence_id[r], self.char_span[r], n
+        return {
+            "input_ids": ids,
+            "sentence_id": sid,
+            "char_span": span,
+            "doc_id": np.asarray(self.doc_id, np.int64),
+            "length": length,
+        }
+
+
+class WindowPacker:
+    def __init__(self, tokenizer, max_tokens: int = 256, sentence_separator: str = "none", splitter=None):
+        if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+            raise ValueError("the tokenizer has no [CLS]/[SEP] tokens; attnsim needs a BERT-family tokenizer")
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+        self.separator = sentence_separator == "sep"
+        self.splitter = splitter or SentenceSplitter()
+        self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+
+    def tokenize(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The document's tokenisation: ids (n,) and character offsets (n, 2)."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        ids = np.asarray(enc["input_ids"], np.int32)
+        offsets = np.asarray(enc["offset_mapping"], np.int64).reshape(-1, 2)
+        return ids, offsets
+
+    def pack(self, doc_id: int, text: str) -> WindowRows:
+        ids, offsets = self.tokenize(text)
+        rows = WindowRows()
+        if len(ids) == 0:
+            return rows
+        spans = self.splitter.spans(text) or [(0, len(text))]
+        starts = np.asarray([a for a, _ in spans], np.int64)
+        # A token belongs to the sentence its first character falls in (tokens before the first
+        # sentence, e.g. leading symbols the splitter skipped, join sentence 0).
+        sentence = np.clip(np.searchsorted(starts, offsets[:, 0], side="right") - 1, 0, None).astype(np.int32)
+        bounds = np.flatnonzero(np.diff(sentence)) + 1
+        pieces = np.split(np.arange(len(ids)), bounds)  # token positions of each sentence
+
+        capacity = self.max_tokens - 2  # room between [CLS] and [SEP]
+        current: list[np.ndarray] = []
+        used = 0
+
+        def flush():
+            nonlocal current, used
+            if current:
+                self._emit(rows, doc_id, current, ids, offsets, sentence)
+            current, used = [], 0
+
+        for positions in pieces:
+            cost = len(positions) + (1 if self.separator and current else 0)
+            if used + cost <= capacity:
+                current.append(positions)
+                used += cost
+                continue
+            flush()
+            while len(positions) > capacity:  # a sentence longer than a window: cut it
+                current = [positions[:capacity]]
+                flush()
+                positions = positions[capacity:]
+            current, used = [positions], len(positions)
+        flush()
+        return rows
+
+    def _emit(self, rows, doc_id, groups, ids, offsets, sentence) -> None:
+        parts_ids, parts_sid, parts_span = [[self.cls]], [[-1]], [np.full((1, 2), -1, np.int64)]
+        for n, positions in enumerate(groups):
+            if n and self.separator:
+                parts_ids.append([self.sep])
+                parts_sid.append([-1])
+                parts_span.append(np.full((1, 2), -1, np.int64))
+            parts_ids.append(ids[positions])
+            parts_sid.append(sentence[positions])
+            parts_span.append(offsets[positions])
+        parts_ids.append([self.sep])
+        parts_sid.append([-1])
+        parts_span.append(np.full((1, 2), -1, np.int64))
+        rows.input_ids.append(np.concatenate(parts_ids).astype(np.int32))
+        rows.sentence_id.append(np.concatenate(parts_sid).astype(np.int32))
+        rows.char_span.append(np.concatenate(parts_span))
+        rows.doc_id.append(doc_id)
+        assert len(rows.input_ids[-1]) <= self.max_tokens, "window longer than max_tokens"

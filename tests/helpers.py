@@ -1,0 +1,62 @@
+"""Builders used by the tests: tiny models, small corpora, store checksums."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+DOCS = [
+    "The fire spread quickly through the hills. Residents were told to leave their homes. "
+    "Firefighters worked through the night to contain the fire.",
+    "Stocks fell sharply on Monday. Investors worried about rising interest rates! "
+    "Analysts expect more volatility this week? The market closed lower.",
+    "A new species of frog was found in the rainforest. Scientists said the frog is tiny. "
+    "It was discovered during a survey of the region.",
+    "The council approved the budget. It includes money for roads, schools and parks.",
+    "Rain is expected tomorrow. The weekend will be sunny and warm.",
+]
+
+
+def make_tiny_model(folder: Path, model_type: str = "bert", layers: int = 2, heads: int = 4, hidden: int = 32) -> str:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from attnsim.models import resolve_model_source
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
+    model = BertModel(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def make_corpus(folder: Path, docs=DOCS, repeat: int = 3) -> str:
+    for n in range(repeat):
+        for m, text in enumerate(docs):
+            (folder / f"doc{n:02d}_{m:02d}.txt").write_text(text + (" Extra sentence number %d." % n) * (n + m))
+    return str(folder)
+
+
+def tree_digest(folder: str | Path, exclude=("progress.json",)) -> dict[str, str]:
+    """sha256 of every file under a folder, by relative path."""
+    folder = Path(folder)
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name not in exclude:
+            out[str(p.relative_to(folder))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def array_digest(store: str | Path) -> dict[str, str]:
+    """sha256 of every chunk/shard object of the store's arrays (metadata excluded)."""
+    folder = Path(store)
+    return {k: v for k, v in tree_digest(folder).items() if "/c/" in k or k.startswith("_markers")}
