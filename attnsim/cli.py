@@ -238,7 +238,7 @@ def verify(store: str = typer.Argument(..., help="Store path or URL.")):
     _guard(go)
 
 
-def main() -> None:  # pragma: no cover - console-script shim
+def main() -> None:  # pragma: no cover - `python -m attnsim.cli`
     sys.exit(app())
 
 

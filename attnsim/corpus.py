@@ -18,8 +18,6 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-import numpy as np
-
 from attnsim import __version__
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
@@ -131,6 +129,8 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
             problems=problems,
         )
     )
+    if not docs:
+        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
     fingerprint = corpus_fingerprint(docs)
     settings = run_settings(cfg, model_info, fingerprint)
     url = cfg.store_url
@@ -205,8 +205,3 @@ def corpus_fingerprint(docs: list[tuple[int, str]]) -> str:
         h.update(f"{doc_id}:{len(text)}:".encode())
         h.update(text.encode("utf-8", errors="surrogatepass"))
     return h.hexdigest()[:16]
-
-
-def window_tokens(arrays: dict, window: int) -> np.ndarray:
-    """The real token ids of a window (no padding)."""
-    return arrays["input_ids"][window, : arrays["length"][window]]

@@ -110,7 +110,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a BERT-family encoder and its fast tokenizer, refusing anything without an adapter."""
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per actor would garble the driver's progress
     source = resolve_model_source(name)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)

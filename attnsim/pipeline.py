@@ -63,8 +63,10 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
     if use_ray:
         from attnsim.runner import ensure_ray, ray_map
 
-        ensure_ray()
-        mapper = ray_map
+        def mapper(fn, items):  # Ray starts only once the inputs have been checked
+            ensure_ray()
+            return ray_map(fn, items)
+
     result = prepare(cfg, info, map_partitions=mapper)
     save_config(cfg)
     return result
