@@ -22,7 +22,7 @@ import torch
 
 from attnsim.config import RunConfig
 from attnsim.models import LoadedModel, head_taps, load_model
-from attnsim.similarity import attention_mass, attention_probs, similarity, split_heads, topk_neighbours
+from attnsim.similarity import attention_mass, attention_scores, key_bias, similarity, split_heads, topk_neighbours
 from attnsim.store import TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
 
 
@@ -46,6 +46,20 @@ class UnitComputer:
         self.cls, self.sep = token_classes["cls"], token_classes["sep"]
         self.pad = loaded.tokenizer.pad_token_id or 0
 
+    def batches(self, input_ids: np.ndarray, length: np.ndarray):
+        """(rows, ids (B, Tb) on the device, valid (B, Tb)) per batch: windows of similar length
+        together (less padding), each batch cut to its longest window; rows keep the store order."""
+        order = np.argsort(-length, kind="stable")
+        for b in range(0, len(length), self.batch_size):
+            rows = np.sort(order[b : b + self.batch_size])
+            tb = int(length[rows].max())
+            ids = torch.from_numpy(input_ids[rows, :tb].astype(np.int64))
+            valid = ids >= 0  # (B, Tb)
+            ids = ids.masked_fill(~valid, self.pad)
+            if self.device.type == "cuda":
+                ids, valid = ids.pin_memory(), valid.pin_memory()
+            yield rows, ids.to(self.device, non_blocking=True), valid.to(self.device, non_blocking=True)
+
     @torch.inference_mode()
     def compute(self, input_ids: np.ndarray, sentence_id: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
         """input_ids, sentence_id: (W, T) with -1 padding; length: (W,). Returns the tier arrays."""
@@ -61,21 +75,17 @@ class UnitComputer:
         if "dense" in self.tiers:
             out["similarity"] = np.full((w, l, h, t, t), np.nan, np.float16)
 
-        order = np.argsort(-length, kind="stable")  # similar lengths together: less padding
-        for b in range(0, w, self.batch_size):
-            rows = np.sort(order[b : b + self.batch_size])
-            tb = int(length[rows].max())
-            ids = torch.from_numpy(input_ids[rows, :tb].astype(np.int64))
-            valid = ids >= 0  # (B, Tb)
-            sent = torch.from_numpy(sentence_id[rows, :tb].astype(np.int64))
-            ids = ids.masked_fill(~valid, self.pad).to(self.device, non_blocking=True)
-            valid, sent = valid.to(self.device), sent.to(self.device)
+        for rows, ids, valid in self.batches(input_ids, length):
+            tb = ids.shape[1]
+            sent = torch.from_numpy(sentence_id[rows, :tb].astype(np.int64)).to(self.device)
             ctx = {
                 "valid": valid,
                 "cls": ids.eq(self.cls) & valid,
                 "sep": ids.eq(self.sep) & valid,
                 "punct": self.punct_table[ids] & valid,
                 "sent": sent,
+                "inf_keys": key_bias(valid, float("-inf")),
+                "nan_keys": key_bias(valid, float("nan")),
             }
 
             def on_layer(layer, q, key, z, rows=rows, tb=tb, ctx=ctx):
@@ -89,26 +99,27 @@ class UnitComputer:
         h = self.loaded.n_heads
         valid = ctx["valid"]
         v = split_heads(z, h)  # (B, H, Tb, d)
-        s = similarity(v, self.kind)  # (B, H, Tb, Tb) float32
-        if "default" in self.tiers:
-            index, value = topk_neighbours(s, valid, self.k)  # (B, H, Tb, k)
-            out["topk_index"][rows, layer, :, :tb] = index.to(torch.int16).cpu().numpy()
-            out["topk_value"][rows, layer, :, :tb] = value.to(torch.float16).cpu().numpy()
-            p = attention_probs(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
-            mass = attention_mass(p, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"])  # (B, H, C)
-            out["attention_mass"][rows, layer] = mass.cpu().numpy()
         if "vectors" in self.tiers:
             vec = v.float().masked_fill(~valid[:, None, :, None], float("nan"))
             out["head_vectors"][rows, layer, :, :tb] = vec.to(torch.float16).cpu().numpy()
         if "dense" in self.tiers:
-            pair = valid[:, None, :, None] & valid[:, None, None, :]
-            out["similarity"][rows, layer, :, :tb, :tb] = s.masked_fill(~pair, float("nan")).to(torch.float16).cpu().numpy()
+            s = similarity(v, self.kind, ctx["nan_keys"])  # (B, H, Tb, Tb), NaN on padding keys
+            s.masked_fill_(~valid[:, None, :, None], float("nan"))  # and on padding queries
+            out["similarity"][rows, layer, :, :tb, :tb] = s.to(torch.float16).cpu().numpy()
+        if "default" in self.tiers:
+            s = similarity(v, self.kind, ctx["inf_keys"])  # (B, H, Tb, Tb) float32, -inf on padding keys
+            index, value = topk_neighbours(s, valid, self.k, already_masked=True)  # (B, H, Tb, k)
+            out["topk_index"][rows, layer, :, :tb] = index.to(torch.int16).cpu().numpy()
+            out["topk_value"][rows, layer, :, :tb] = value.to(torch.float16).cpu().numpy()
+            scores = attention_scores(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
+            mass = attention_mass(scores, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"])  # (B, H, C)
+            out["attention_mass"][rows, layer] = mass.cpu().numpy()
 
 
 class Extractor:
     """Holds one model and writes whole units of a store; one per actor."""
 
-    def __init__(self, cfg: RunConfig, device: str | None = None, threads: int | None = None):
+    def __init__(self, cfg: RunConfig, device: str | None = None, threads: int | None = None, loaded: LoadedModel | None = None):
         if threads:
             torch.set_num_threads(threads)  # Ray may have set OMP_NUM_THREADS=1 for this process
         self.cfg = cfg
@@ -117,7 +128,7 @@ class Extractor:
         attrs = dict(self.root.attrs)
         self.layout = layout_from_attrs(attrs)
         self.device = pick_device(device or cfg.device)
-        self.loaded = load_model(
+        self.loaded = loaded or load_model(
             cfg.model,
             device=self.device,
             dtype=cfg.dtype if self.device.type == "cuda" else "float32",

@@ -18,27 +18,52 @@ def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     return x.view(b, t, n_heads, hd // n_heads).transpose(1, 2)  # (B, H, T, d)
 
 
-def similarity(v: torch.Tensor, kind: str = "dot") -> torch.Tensor:
-    """S[b, h, i, j] = v_i . v_j (or the cosine); v is (B, H, T, d), S is float32 (B, H, T, T)."""
+def similarity(v: torch.Tensor, kind: str = "dot", key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """S[b, h, i, j] = v_i . v_j (or the cosine); v is (B, H, T, d), S is float32 (B, H, T, T).
+
+    key_bias (B, T), if given, is added to every row inside the matmul (e.g. -inf on padding keys),
+    which saves a separate pass over the T x T result.
+    """
     v = v.float()
     if kind == "cosine":
         v = torch.nn.functional.normalize(v, dim=-1)
     elif kind != "dot":
         raise ValueError(f"unknown similarity kind {kind!r}")
-    return v @ v.transpose(-1, -2)  # (B, H, T, T)
+    return _bmm_t(v, v, key_bias)
 
 
-def topk_neighbours(s: torch.Tensor, valid: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bmm_t(a: torch.Tensor, b: torch.Tensor, key_bias: torch.Tensor | None, alpha: float = 1.0) -> torch.Tensor:
+    """alpha * a @ b^T (+ key_bias per key) for (B, H, T, d) inputs, as one batched GEMM."""
+    bsz, h, t, d = a.shape
+    a3, b3 = a.reshape(bsz * h, t, d), b.reshape(bsz * h, t, d)
+    if key_bias is None:
+        out = torch.bmm(a3, b3.transpose(1, 2))
+        if alpha != 1.0:
+            out.mul_(alpha)
+    else:
+        bias = key_bias[:, None, None, :].expand(bsz, h, 1, t).reshape(bsz * h, 1, t)
+        out = torch.baddbmm(bias, a3, b3.transpose(1, 2), alpha=alpha)
+    return out.view(bsz, h, t, t)  # (B, H, T, J)
+
+
+def key_bias(valid: torch.Tensor, masked: float) -> torch.Tensor:
+    """(B, T) float32: 0 on valid keys, `masked` on padding."""
+    return torch.zeros(valid.shape, dtype=torch.float32, device=valid.device).masked_fill_(~valid, masked)
+
+
+def topk_neighbours(s: torch.Tensor, valid: torch.Tensor, k: int, already_masked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """For each valid token i, the k tokens j != i, j valid, of largest S[i, j], descending.
 
-    s: (B, H, T, T) float32; valid: (B, T) bool (False = padding).
+    s: (B, H, T, T) float32, overwritten (self and padding set to -inf: no copy of a T x T tensor);
+    valid: (B, T) bool (False = padding); already_masked: padding keys of s are -inf already.
     Returns index (B, H, T, k) int64 with -1 where there is no neighbour, value float32 with NaN there.
     """
     b, h, t, _ = s.shape
     kk = min(k, t)
-    allowed = valid[:, None, None, :] & ~torch.eye(t, dtype=torch.bool, device=s.device)  # (B, 1, T, J)
-    masked = s.masked_fill(~allowed, float("-inf"))
-    value, index = torch.topk(masked, kk, dim=-1, sorted=True)  # (B, H, T, kk)
+    if not already_masked:
+        s.masked_fill_(~valid[:, None, None, :], float("-inf"))
+    s.diagonal(0, -2, -1).fill_(float("-inf"))
+    value, index = torch.topk(s, kk, dim=-1, sorted=True)  # (B, H, T, kk)
     missing = torch.isinf(value) | ~valid[:, None, :, None]
     index = index.masked_fill(missing, -1)
     value = value.masked_fill(missing, float("nan"))
@@ -49,15 +74,22 @@ def topk_neighbours(s: torch.Tensor, valid: torch.Tensor, k: int) -> tuple[torch
     return index, value
 
 
+# Padding keys get this score rather than -inf, so that p * score stays 0 (not NaN) at padding.
+_MASKED = -1e9
+
+
+def attention_scores(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Q K^T / sqrt(d) in float32 with padding keys masked; q, k are (B, H, T, d) -> (B, H, T, J)."""
+    return _bmm_t(q.float(), k.float(), key_bias(valid, _MASKED), alpha=q.shape[-1] ** -0.5)
+
+
 def attention_probs(q: torch.Tensor, k: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d) + mask) over keys, recomputed in float32; q, k are (B, H, T, d)."""
-    scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5  # (B, H, T, J)
-    scores = scores.masked_fill(~valid[:, None, None, :], float("-inf"))
-    return torch.softmax(scores, dim=-1)
+    return torch.softmax(attention_scores(q, k, valid), dim=-1)
 
 
 def attention_mass(
-    p: torch.Tensor,
+    scores: torch.Tensor,
     valid: torch.Tensor,
     is_cls: torch.Tensor,
     is_sep: torch.Tensor,
@@ -66,23 +98,31 @@ def attention_mass(
 ) -> torch.Tensor:
     """Mean over valid query tokens of the attention mass per category (Clark et al. 2019).
 
-    p: (B, H, T, J) probabilities; valid, is_cls, is_sep, is_punct: (B, T) bool; sentence: (B, T)
-    int (-1 = special/padding). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
+    scores: (B, H, T, J) masked attention logits from `attention_scores` (consumed: turned into
+    probabilities in place). valid, is_cls, is_sep, is_punct: (B, T) bool; sentence: (B, T) int
+    (-1 = special/padding). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
     """
-    t = p.shape[-1]
-    f = lambda m: m.to(p.dtype)  # noqa: E731 - bool -> float mask
-    cls = p @ f(is_cls)[:, None, :, None]  # (B, H, T, 1)
-    sep = p @ f(is_sep)[:, None, :, None]
-    punct = p @ f(is_punct)[:, None, :, None]
+    b, h, t, _ = scores.shape
+    p = torch.softmax(scores, dim=-1)  # (B, H, T, J)
+    # entropy = -sum p log p = lse - sum p * score, where log p = score - lse. lse is read off the
+    # row maximum (log p_max = s_max - lse), so no log or exp of a T x T tensor is needed beyond softmax.
+    p_max, j_max = p.max(-1, keepdim=True)  # (B, H, T, 1)
+    lse = (torch.gather(scores, -1, j_max) - torch.log(p_max))[..., 0]  # (B, H, T)
+    entropy = lse - torch.linalg.vecdot(p, scores)  # (B, H, T)
+    # Every key-category sum in one matmul: [CLS], [SEP], punctuation, then one column per sentence
+    # of the window (ids made relative to the window's first sentence to keep that matrix narrow).
+    real = sentence >= 0
+    first = torch.where(real, sentence, torch.iinfo(sentence.dtype).max).amin(-1, keepdim=True)
+    sentence = torch.where(real, sentence - first, -1)
+    n_sent = int(sentence.max().item()) + 1 if sentence.numel() else 0
+    onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sent, 1)) & (sentence >= 0)[..., None]
+    keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1).to(p.dtype)
+    sums = p @ keys[:, None]  # (B, H, T, 3 + S)
+    own = sentence.clamp_min(0)[:, None, :, None].expand(b, h, t, 1) + 3
+    same_sentence = torch.gather(sums, -1, own)[..., 0] * (sentence >= 0)[:, None, :].to(p.dtype)
     diag = torch.diagonal(p, 0, -2, -1)  # (B, H, T)
     prev = torch.nn.functional.pad(torch.diagonal(p, -1, -2, -1), (1, 0))  # p[i, i-1], 0 at i = 0
     nxt = torch.nn.functional.pad(torch.diagonal(p, 1, -2, -1), (0, 1))  # p[i, i+1], 0 at the end
-    same = (sentence[:, :, None] == sentence[:, None, :]) & (sentence[:, :, None] >= 0)  # (B, T, J)
-    same_sentence = (p * f(same)[:, None]).sum(-1)
-    entropy = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
-    per_token = torch.stack(
-        [cls[..., 0], sep[..., 0], punct[..., 0], diag, prev, nxt, same_sentence, entropy], dim=-1
-    )  # (B, H, T, C)
-    w = f(valid)[:, None, :, None]  # (B, 1, T, 1)
-    assert per_token.shape[2] == t
+    per_token = torch.stack([sums[..., 0], sums[..., 1], sums[..., 2], diag, prev, nxt, same_sentence, entropy], dim=-1)
+    w = valid.to(p.dtype)[:, None, :, None]  # (B, 1, T, 1)
     return (per_token * w).sum(2) / w.sum(2).clamp_min(1.0)  # (B, H, C)

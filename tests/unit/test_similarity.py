@@ -37,7 +37,7 @@ def test_topk_matches_brute_force_and_skips_self_and_padding():
     s = torch.randn(b, h, t, t)
     lengths = [7, 4, 2]
     valid = torch.tensor([[j < n for j in range(t)] for n in lengths])
-    index, value = topk_neighbours(s, valid, k)
+    index, value = topk_neighbours(s.clone(), valid, k)
     for bb, n in enumerate(lengths):
         for hh in range(h):
             for i in range(t):
@@ -83,8 +83,9 @@ def test_attention_mass_hand_counted():
     is_cls = torch.tensor([[True, False, False, False, False]])
     is_sep = torch.tensor([[False, False, False, True, False]])
     is_punct = torch.tensor([[False, False, True, False, False]])
-    sent = torch.tensor([[-1, 0, 0, -1, -1]])
-    mass = attention_mass(p, valid, is_cls, is_sep, is_punct, sent)[0, 0]
+    sent = torch.tensor([[-1, 4, 4, -1, -1]])  # sentence ids need not start at 0 in a window
+    scores = torch.log(p).clamp_min(-1e9)  # logits whose softmax is p (padding keys at -1e9)
+    mass = attention_mass(scores, valid, is_cls, is_sep, is_punct, sent)[0, 0]
     got = dict(zip(MASS_CATEGORIES, mass.tolist()))
     assert np.isclose(got["cls"], (1 + 0.5) / 4)
     assert np.isclose(got["sep"], 1 / 4)

@@ -1,0 +1,287 @@
+"""Benchmark harness: attnsim's overhead over the bare model, store size, reduce cost, end to end.
+
+One process measures, on the same windows and the same loaded model, interleaved (A B C ... A B C,
+`--repeats` times, medians reported):
+  bare     the Hugging Face forward over the windows with attnsim's batching, no hooks
+  extract  attnsim's extraction into a local store (compression and writes included), per tier
+Then: bytes per corpus token on disk per tier; the reduce's wall time (vs the extract wall) and its
+peak memory on the corpus and on the corpus repeated 4x (each in a fresh subprocess); and the wall
+time of `attnsim run` end to end divided by the bare forward time over the same corpus.
+
+    python -m benchmarks.harness                 # full run (minutes), writes benchmarks/RESULTS.md
+    python -m benchmarks.harness --smoke --out /tmp/bench   # seconds; what CI runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnsim.config import RunConfig
+from attnsim.corpus import prepare, token_classes
+from attnsim.extract import Extractor
+from attnsim.models import load_model
+from attnsim.store import TIER_ARRAYS, TOKEN_ARRAYS, Layout, create_store, layout_from_attrs, open_store, read_unit, write_marker, write_unit
+
+HERE = Path(__file__).resolve().parent
+GOALS = {
+    "extract_over_bare_default": (">=", 0.90),
+    "extract_over_bare_vectors": (">=", 0.85),
+    "bytes_per_token_default": ("<=", 2000),
+    "reduce_over_extract": ("<=", 0.10),
+    "reduce_memory_4x_over_1x": ("<=", 1.2),
+    "run_over_bare": ("<=", 1.6),
+}
+
+
+def small_corpus(folder: Path, n_docs: int) -> str:
+    """The first n documents of `lee`, one per line (the smoke mode's corpus)."""
+    from attnsim.sources import read_documents
+
+    docs = [d.text for _, d in zip(range(n_docs), read_documents("lee"))]
+    path = folder / "lee_head.txt"
+    path.write_text("\n".join(docs) + "\n")
+    return str(path)
+
+
+def store_for(base_url: str, url: str, tiers: tuple[str, ...]) -> None:
+    """A fresh store with the prepared windows of `base_url` and the given tiers."""
+    shutil.rmtree(url, ignore_errors=True)
+    base = open_store(base_url)
+    attrs = dict(base.attrs)
+    layout = layout_from_attrs(attrs)
+    layout = Layout(**{**layout.__dict__, "tiers": tiers})
+    keep = {k: v for k, v in attrs.items() if k not in ("layout", "windows_per_shard", "n_units", "format_version")}
+    root = create_store(url, layout, {**keep, "tiers": list(tiers)})
+    for unit in range(layout.n_units):
+        write_unit(root, layout, unit, read_unit(base, layout, unit, TOKEN_ARRAYS))
+
+
+def bare_pass(extractor: Extractor, units) -> float:
+    """The model alone over the same windows, batched exactly as extraction batches them."""
+    began = time.perf_counter()
+    with torch.inference_mode():
+        for tokens in units:
+            for _, ids, valid in extractor.computer.batches(tokens["input_ids"], tokens["length"]):
+                extractor.loaded.model(input_ids=ids, attention_mask=valid.long())
+    return time.perf_counter() - began
+
+
+def extract_pass(extractor: Extractor, units_range) -> float:
+    began = time.perf_counter()
+    for unit in units_range:
+        extractor.run_unit(unit)
+    return time.perf_counter() - began
+
+
+def tier_bytes(url: str, tier: str) -> int:
+    return sum(p.stat().st_size for name in TIER_ARRAYS[tier] for p in Path(url, name).rglob("*") if p.is_file())
+
+
+def replicate_store(src: str, dst: str, times: int) -> None:
+    """The store's whole units copied `times` times (arrays and markers): a corpus `times` as long."""
+    shutil.rmtree(dst, ignore_errors=True)
+    base = open_store(src)
+    attrs = dict(base.attrs)
+    layout = layout_from_attrs(attrs)
+    whole = layout.n_windows // layout.windows_per_shard  # a partial last unit would break alignment
+    big = Layout(**{**layout.__dict__, "n_windows": whole * layout.windows_per_shard * times})
+    keep = {k: v for k, v in attrs.items() if k not in ("layout", "windows_per_shard", "n_units", "format_version")}
+    root = create_store(dst, big, keep)
+    names = list(TOKEN_ARRAYS) + [n for t in attrs["tiers"] for n in TIER_ARRAYS[t]]
+    for unit in range(whole):
+        arrays = read_unit(base, layout, unit, names)
+        for copy in range(times):
+            target = copy * whole + unit
+            write_unit(root, big, target, arrays)
+            a, b = big.unit_windows(target)
+            write_marker(dst, target, {"windows": [a, b]})
+
+
+def reduce_probe(store: str, out: str, bootstrap: int) -> dict:
+    """Reduce in a fresh process: wall time and peak RSS (and the RSS after imports)."""
+    code = (
+        "import json, resource, sys, time\n"
+        "from attnsim.config import RunConfig\n"
+        "from attnsim.reduce import reduce_store\n"
+        "import attnsim.models, polars, dask.array\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "t = time.perf_counter()\n"
+        f"reduce_store(RunConfig(out={out!r}, bootstrap={bootstrap}), url={store!r})\n"
+        "wall = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'wall': wall, 'peak_kib': peak, 'after_imports_kib': base}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def run_end_to_end(corpus: str, out: str, max_tokens: int, extra: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "attnsim.cli", "run", "--corpus", corpus, "--out", out, "--max-tokens", str(max_tokens), *extra],
+        check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return time.perf_counter() - began
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny corpus, one repeat: checks the harness works")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(HERE / "out"))
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--dense-windows", type=int, default=64, help="the dense tier is measured on this many windows")
+    ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    repeats = 1 if args.smoke else args.repeats
+    corpus = small_corpus(out, 6) if args.smoke else "lee"
+    max_tokens = 64 if args.smoke else args.max_tokens
+    wps = 4 if args.smoke else 32
+    threads = torch.get_num_threads()
+
+    cfg = RunConfig(corpus=corpus, out=str(out / "base"), max_tokens=max_tokens, batch_size=args.batch_size, windows_per_shard=wps)
+    loaded = load_model(cfg.model)
+    info = {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
+    shutil.rmtree(out / "base", ignore_errors=True)
+    prep = prepare(cfg, info)
+    base_layout = layout_from_attrs(dict(open_store(prep.url).attrs))
+
+    tiers = {"default": ("default",), "vectors": ("default", "vectors"), "dense": ("default", "dense")}
+    extractors, unit_sets, tokens_of = {}, {}, {}
+    for name, tier_set in tiers.items():
+        url = str(out / f"store_{name}.zarr")
+        store_for(prep.url, url, tier_set)
+        extractors[name] = Extractor(cfg.model_copy(update={"store": url, "tiers": list(tier_set)}), loaded=loaded)
+        n_units = base_layout.n_units
+        if name == "dense":  # a T x T float16 matrix per head and window: measured on a subset
+            n_units = max(1, min(n_units, args.dense_windows // wps))
+        unit_sets[name] = range(n_units)
+        tokens_of[name] = [read_unit(open_store(url), base_layout, u, ("input_ids", "length")) for u in unit_sets[name]]
+
+    bare_pass(extractors["default"], tokens_of["default"][:1])  # warm-up: first-call allocations, lazy init
+    extract_pass(extractors["default"], range(1))
+    times: dict[str, list[float]] = {f"bare_{n}": [] for n in tiers} | {f"extract_{n}": [] for n in tiers}
+    for _ in range(repeats):  # interleaved: A B A B ..., so drift on a shared machine hits all alike
+        for name in tiers:
+            times[f"bare_{name}"].append(bare_pass(extractors[name], tokens_of[name]))
+            times[f"extract_{name}"].append(extract_pass(extractors[name], unit_sets[name]))
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    results: dict = {"corpus_tokens": prep.n_tokens, "windows": prep.n_windows, "repeats": repeats, "torch_threads": threads}
+    for name in tiers:
+        toks = sum(int(t["length"].sum()) for t in tokens_of[name])
+        results[f"bare_tokens_per_s_{name}"] = toks / med[f"bare_{name}"]
+        results[f"extract_tokens_per_s_{name}"] = toks / med[f"extract_{name}"]
+        results[f"extract_over_bare_{name}"] = med[f"bare_{name}"] / med[f"extract_{name}"]
+        results[f"bytes_per_token_{name}"] = tier_bytes(str(out / f"store_{name}.zarr"), name) / toks
+    results["times"] = times
+
+    # 1x and 4x stores built from the same whole units, each reduced in a fresh process.
+    default_store = str(out / "store_default.zarr")
+    probes = {}
+    for times in (1, 4):
+        url = str(out / f"store_default_x{times}.zarr")
+        replicate_store(default_store, url, times)
+        probes[times] = reduce_probe(url, str(out / f"reduce_x{times}"), cfg.bootstrap)
+    one, four = probes[1], probes[4]
+    results["reduce_seconds"] = one["wall"]
+    results["reduce_over_extract"] = one["wall"] / med["extract_default"]
+    results["reduce_peak_mib_1x"] = one["peak_kib"] / 1024
+    results["reduce_peak_mib_4x"] = four["peak_kib"] / 1024
+    results["reduce_memory_4x_over_1x"] = four["peak_kib"] / one["peak_kib"]
+    results["reduce_growth_mib_1x"] = (one["peak_kib"] - one["after_imports_kib"]) / 1024
+    results["reduce_growth_mib_4x"] = (four["peak_kib"] - four["after_imports_kib"]) / 1024
+
+    e2e = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(args.batch_size)])
+    results["run_seconds"] = e2e
+    results["run_over_bare"] = e2e / med["bare_default"]
+    results["machine"] = machine()
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    table = markdown(results, args.smoke)
+    print(table)
+    target = args.results or (None if args.smoke else str(HERE / "RESULTS.md"))
+    if target:
+        Path(target).write_text(table)
+    return results
+
+
+def machine() -> dict:
+    import dask
+    import polars
+    import ray
+    import transformers
+    import zarr
+
+    cpu = ""
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "device": device,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "ray": ray.__version__,
+        "zarr": zarr.__version__,
+        "dask": dask.__version__,
+        "polars": polars.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def markdown(r: dict, smoke: bool) -> str:
+    m = r["machine"]
+    lines = [
+        "# attnsim benchmark results" + (" (smoke mode: tiny corpus, numbers meaningless)" if smoke else ""),
+        "",
+        f"{m['date']} · {m['device']} · {m['cpu']} · {m['cores']} cores · torch {m['torch']} ({r['torch_threads']} threads) · "
+        f"transformers {m['transformers']} · ray {m['ray']} · zarr {m['zarr']} · dask {m['dask']} · polars {m['polars']}",
+        "",
+        f"Corpus: {r['windows']} windows, {r['corpus_tokens']} tokens; medians of {r['repeats']} interleaved repeats.",
+        "",
+        "| measure | value | goal | met |",
+        "|---|---|---|---|",
+    ]
+    for key, (op, goal) in GOALS.items():
+        value = r[key]
+        met = value >= goal if op == ">=" else value <= goal
+        lines.append(f"| {key} | {value:,.3f} | {op} {goal:g} | {'yes' if met else 'no'} |")
+    lines += ["", "| tier | bare tokens/s | extract tokens/s | extract / bare | bytes per token |", "|---|---|---|---|---|"]
+    for name in ("default", "vectors", "dense"):
+        lines.append(
+            f"| {name} | {r[f'bare_tokens_per_s_{name}']:,.0f} | {r[f'extract_tokens_per_s_{name}']:,.0f} | "
+            f"{r[f'extract_over_bare_{name}']:.3f} | {r[f'bytes_per_token_{name}']:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Reduce: {r['reduce_seconds']:.2f} s; peak RSS {r['reduce_peak_mib_1x']:.0f} MiB (1x) vs {r['reduce_peak_mib_4x']:.0f} MiB (4x); "
+        f"growth above the imports {r['reduce_growth_mib_1x']:.0f} MiB vs {r['reduce_growth_mib_4x']:.0f} MiB.",
+        f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
