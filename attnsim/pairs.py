@@ -83,10 +83,16 @@ def topk_pairs(topk_index: np.ndarray, sentence_id: np.ndarray):
     """Flat high pairs (window, layer, head, i, j) from top-k neighbour indices (W, L, H, T, k)."""
     w, l, h, t, k = topk_index.shape
     real_i = (sentence_id >= 0)[:, None, None, :, None]  # (W, 1, 1, T, 1)
-    keep = (topk_index >= 0) & real_i
-    win, lay, head, i, slot = np.nonzero(keep)
-    j = topk_index[win, lay, head, i, slot].astype(np.int64)
-    return win, lay, head, i, j
+    flat = np.flatnonzero((topk_index >= 0) & real_i)  # one pass; cheaper than a 5-way nonzero + gather
+    j = topk_index.ravel()[flat].astype(np.int32)
+    # Unravel by hand in int32 (np.unravel_index works in int64 and costs several times more).
+    assert topk_index.size < 2**31, "block too large for int32 positions"
+    row = flat.astype(np.int32) // k  # (window, layer, head, token) row of each pair
+    i = row % t
+    wlh = row // t
+    head = wlh % h
+    wl = wlh // h
+    return wl // l, wl % l, head, i, j
 
 
 def threshold_pairs(s: np.ndarray, threshold: np.ndarray, sentence_id_row: np.ndarray, window: int):
@@ -115,7 +121,7 @@ def block_partial(
     """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs."""
     w, t = input_ids.shape
     n_layers, n_heads = shape
-    win, lay, head, i, j = (np.asarray(a, np.int64) for a in pairs)
+    win, lay, head, i, j = (np.asarray(a, np.int32) for a in pairs)
     lh = lay * n_heads + head  # flat (layer, head) index
     size = n_layers * n_heads
 
@@ -124,13 +130,18 @@ def block_partial(
         wts = None if weights is None else (weights if mask is None else weights[mask])
         return np.bincount(sel, weights=wts, minlength=size).reshape(n_layers, n_heads)
 
-    target = input_ids[win, j]
-    special = np.asarray([classes["cls"], classes["sep"]] + list(classes["final_punct"]), np.int64)
-    is_sep = np.isin(target, special) | (sentence_id[win, j] < 0)
-    real_j = sentence_id[win, j] >= 0
+    # 1-D gathers at flat positions (window * T + token) are several times faster than 2-D ones.
+    ids_flat, sid_flat = input_ids.ravel(), sentence_id.ravel()
+    src, dst = win * t + i, win * t + j
+    target = ids_flat[dst]
+    sid_j = sid_flat[dst]
+    separators = np.zeros(int(max(target.max(initial=0), *classes["final_punct"], classes["cls"], classes["sep"])) + 1, bool)
+    separators[[classes["cls"], classes["sep"], *classes["final_punct"]]] = True
+    is_sep = separators[target] | (sid_j < 0)
+    real_j = sid_j >= 0
     dist = np.abs(i - j)
-    same = real_j & (sentence_id[win, i] == sentence_id[win, j])
-    rep = real_j & (input_ids[win, i] == target)
+    same = real_j & (sid_flat[src] == sid_j)
+    rep = real_j & (ids_flat[src] == target)
 
     hist = np.bincount(lh[real_j] * t + dist[real_j], minlength=size * t).reshape(n_layers, n_heads, t)
     n_all_d, window_pairs = all_pair_counts(input_ids, sentence_id)
@@ -161,19 +172,21 @@ def block_partial(
         mass_sum = np.where(finite, attention_mass, 0.0).astype(np.float64).sum(0)
         mass_windows = finite.all(-1).sum(0)
 
-    valid = input_ids >= 0
-    anchors = (
-        pl.DataFrame({"layer": lay.astype(np.int32), "head": head.astype(np.int32), "token": target.astype(np.int32)})
-        .group_by(["layer", "head", "token"])
-        .agg(pl.len().cast(pl.Int64).alias("count"))
-        .sort(["layer", "head", "token"])
+    # Anchor and token counts: one bincount over (head, token) keys, kept sparse for the merge.
+    vocab = int(max(input_ids.max(initial=0), target.max(initial=0))) + 1
+    counts = np.bincount(lh * vocab + target, minlength=size * vocab)
+    nz = np.flatnonzero(counts)
+    anchors = pl.DataFrame(
+        {
+            "layer": (nz // vocab // n_heads).astype(np.int32),
+            "head": (nz // vocab % n_heads).astype(np.int32),
+            "token": (nz % vocab).astype(np.int32),
+            "count": counts[nz].astype(np.int64),
+        }
     )
-    tokens = (
-        pl.DataFrame({"token": input_ids[valid].astype(np.int32)})
-        .group_by("token")
-        .agg(pl.len().cast(pl.Int64).alias("count"))
-        .sort("token")
-    )
+    token_counts = np.bincount(input_ids[input_ids >= 0], minlength=vocab)
+    nz = np.flatnonzero(token_counts)
+    tokens = pl.DataFrame({"token": nz.astype(np.int32), "count": token_counts[nz].astype(np.int64)})
     return Partial(
         n_windows=w,
         n_high_all=per_head(),
