@@ -88,32 +88,44 @@ class UnitComputer:
                 "nan_keys": key_bias(valid, float("nan")),
             }
 
-            def on_layer(layer, q, key, z, rows=rows, tb=tb, ctx=ctx):
-                self._layer(out, layer, rows, tb, ctx, q, key, z)
+            results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
+
+            def on_layer(layer, q, key, z, results=results, ctx=ctx):
+                self._layer(results, layer, ctx, q, key, z)
 
             with head_taps(self.loaded, on_layer):
                 self.loaded.model(input_ids=ids, attention_mask=valid.long())
+            # One host transfer per batch, after every layer's kernels were queued (a GPU keeps going).
+            for name, layer, tensor in results:
+                host = tensor.cpu().numpy()
+                if name == "attention_mass":
+                    out[name][rows, layer] = host
+                elif name == "similarity":
+                    out[name][rows, layer, :, :tb, :tb] = host
+                else:
+                    out[name][rows, layer, :, :tb] = host
         return out
 
-    def _layer(self, out, layer, rows, tb, ctx, q, key, z) -> None:
+    def _layer(self, results, layer, ctx, q, key, z) -> None:
+        """One layer's tier tensors, left on the device; copied to the host once per batch."""
         h = self.loaded.n_heads
         valid = ctx["valid"]
         v = split_heads(z, h)  # (B, H, Tb, d)
         if "vectors" in self.tiers:
             vec = v.float().masked_fill(~valid[:, None, :, None], float("nan"))
-            out["head_vectors"][rows, layer, :, :tb] = vec.to(torch.float16).cpu().numpy()
+            results.append(("head_vectors", layer, vec.to(torch.float16)))
         if "dense" in self.tiers:
             s = similarity(v, self.kind, ctx["nan_keys"])  # (B, H, Tb, Tb), NaN on padding keys
             s.masked_fill_(~valid[:, None, :, None], float("nan"))  # and on padding queries
-            out["similarity"][rows, layer, :, :tb, :tb] = s.to(torch.float16).cpu().numpy()
+            results.append(("similarity", layer, s.to(torch.float16)))
         if "default" in self.tiers:
             s = similarity(v, self.kind, ctx["inf_keys"])  # (B, H, Tb, Tb) float32, -inf on padding keys
             index, value = topk_neighbours(s, valid, self.k, already_masked=True)  # (B, H, Tb, k)
-            out["topk_index"][rows, layer, :, :tb] = index.to(torch.int16).cpu().numpy()
-            out["topk_value"][rows, layer, :, :tb] = value.to(torch.float16).cpu().numpy()
+            results.append(("topk_index", layer, index.to(torch.int16)))
+            results.append(("topk_value", layer, value.to(torch.float16)))
             scores = attention_scores(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
             mass = attention_mass(scores, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"])  # (B, H, C)
-            out["attention_mass"][rows, layer] = mass.cpu().numpy()
+            results.append(("attention_mass", layer, mass))
 
 
 class Extractor:
