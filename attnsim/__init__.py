@@ -2,3 +2,14 @@
 
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
+
+_LAZY = {"open_store": "attnsim.dataset", "SimilarityStore": "attnsim.dataset"}
+
+
+def __getattr__(name: str):
+    # `import attnsim` stays light: the dataset API (zarr, fsspec) loads on first use.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'attnsim' has no attribute {name!r}")

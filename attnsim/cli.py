@@ -5,6 +5,8 @@
     attnsim prepare|extract|reduce --out runs/mine
     attnsim info runs/default/store.zarr
     attnsim verify runs/default/store.zarr
+    attnsim report runs/default
+    attnsim inspect runs/default/store.zarr --window 3 --layer 5 --head 2
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def run(
     allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="Allow non-safetensors weights."),
     local: bool = LocalOpt,
 ):
-    """Run the whole job: prepare, extract, reduce (resumes an interrupted run in the same --out)."""
+    """Run the whole job: prepare, extract, reduce, report (resumes an interrupted run in the same --out)."""
     _quiet()
     overrides = _overrides(**{k_: v for k_, v in locals().items() if k_ not in ("config", "local")})
 
@@ -150,6 +152,8 @@ def prepare(
         r = stage_prepare(cfg, use_ray=not local)
         word = "kept (already prepared)" if r.reused else "written"
         console.print(f"store {r.url} {word}: {r.n_documents} documents, {r.n_windows} windows, {r.n_tokens} tokens")
+        for kind, problem in (r.problems or {}).items():  # skipped or repaired documents, never fatal
+            console.print(f"document problem {kind}: {problem['count']} (e.g. {', '.join(problem['examples'][:3])})", highlight=False)
 
     _guard(go)
 
@@ -234,6 +238,92 @@ def verify(store: str = typer.Argument(..., help="Store path or URL.")):
             console.print(line, highlight=False)
         if report.bad_units:
             raise typer.Exit(1)
+
+    _guard(go)
+
+
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., help="Run folder (the --out of `attnsim run`)."),
+    window: Optional[int] = typer.Option(None, help="Window of the example similarity matrices (default: chosen)."),
+    heads: Optional[str] = typer.Option(None, help="Heads of the example matrices as LAYER:HEAD,... (default: chosen)."),
+):
+    """Write <run>/report/: figures, report.md and a self-contained report.html with the claims table."""
+    _quiet()
+
+    def go():
+        from attnsim.pipeline import load_run_config, stage_report
+
+        picks = None
+        if heads:
+            try:
+                picks = [tuple(int(x) for x in item.split(":")) for item in heads.split(",")]
+                assert all(len(p) == 2 for p in picks)
+            except (ValueError, AssertionError):
+                raise UserError(f"--heads {heads!r} is not a list of LAYER:HEAD pairs; write e.g. --heads 0:3,5:7") from None
+        path = stage_report(load_run_config(run_dir, {}), window=window, heads=picks)
+        console.print(f"report written to {path} (open report.html)")
+
+    _guard(go)
+
+
+@app.command("inspect")
+def inspect_head(
+    store: str = typer.Argument(..., help="Store path or URL."),
+    window: int = typer.Option(..., "--window", "-w", help="Window index."),
+    layer: int = typer.Option(..., "--layer", "-l", help="Layer index (0 = first)."),
+    head: int = typer.Option(..., "--head", help="Head index within the layer."),
+    top: int = typer.Option(5, "--top", help="Neighbours printed per token."),
+    png: Optional[str] = typer.Option(None, "--png", help="Heatmap path (default inspect_w<W>_l<L>_h<H>.png)."),
+    recompute: bool = typer.Option(False, "--recompute", help="Run the model for the full S when the store keeps only top k."),
+):
+    """Print each token's most similar tokens for one head on one window, and write the heatmap of S."""
+    _quiet()
+
+    def go():
+        from attnsim.matrices import inspect_head as run_inspect
+
+        run_inspect(console, store, window, layer, head, png=png, top=top, recompute=recompute)
+
+    _guard(go)
+
+
+@app.command()
+def segment(
+    source: Optional[str] = typer.Argument(None, help="A text file to segment, or - for standard input."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", help="Segment every document of a corpus; with --eval the corpus to sample (default lee)."),
+    model: str = typer.Option("minilm", "--model", "-m", help="Model: `minilm`, a local folder or a hub id."),
+    jsonl: Optional[str] = typer.Option(None, "--jsonl", help="Also write segments as JSON lines with character offsets; - prints only them."),
+    n_segments: Optional[int] = typer.Option(None, "--segments", help="Exact number of segments per text instead of the data-driven cutoff."),
+    layers: str = typer.Option("-1", help="Comma list of layers whose heads all vote; negative counts from the last."),
+    heads: Optional[str] = typer.Option(None, help="Explicit voting heads LAYER:HEAD,... (overrides --layers)."),
+    head_stats: Optional[str] = typer.Option(None, help="A run's stats/head_stats.parquet: the heads it labels --head-label vote."),
+    head_label: str = typer.Option("sentence", help="Label of the heads taken from --head-stats."),
+    similarity_kind: Kind = typer.Option(Kind.cosine, "--similarity", help="S = cosine (default) or dot product of head outputs."),
+    block: int = typer.Option(4, help="Sentences compared on each side of a gap."),
+    min_segment: int = typer.Option(2, help="Fewest sentences in a segment."),
+    window: int = typer.Option(0, help="0: each sentence is its own model window; N: overlapping N-token windows across the gaps."),
+    evaluate: bool = typer.Option(False, "--eval", help="Pk / WindowDiff on Choi-style concatenated documents vs TextTiling and random."),
+    samples: int = typer.Option(100, help="--eval: samples per subset (3-5, 6-8, 9-11, 3-11 sentences per piece)."),
+    seed: int = typer.Option(0, help="--eval: seed of the test sets."),
+    json_out: Optional[str] = typer.Option(None, "--json", help="--eval: also write the table as JSON."),
+    text_column: str = typer.Option("text", help="Text column of .jsonl/.parquet/datasets corpora."),
+    one_per_line: bool = typer.Option(False, "--one-per-line", help=".txt files hold one document per line."),
+):
+    """Split texts into topical segments where little context similarity crosses a sentence gap; --eval measures it."""
+    _quiet()
+
+    def go():
+        from attnsim.segment_run import eval_command, make_config, segment_command
+
+        cfg = make_config(layers=layers, heads=heads, head_stats=head_stats, head_label=head_label,
+                          similarity=similarity_kind.value, block=block, min_segment=min_segment, window=window)
+        if evaluate:
+            eval_command(console, corpus=corpus or "lee", model=model, cfg=cfg, n_samples=samples, seed=seed,
+                         json_path=json_out, text_column=text_column, one_per_line=one_per_line)
+        else:
+            segment_command(console, source=source, corpus=corpus, model=model, jsonl=jsonl, n_segments=n_segments,
+                            cfg=cfg, text_column=text_column, one_per_line=one_per_line)
 
     _guard(go)
 

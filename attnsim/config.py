@@ -88,8 +88,9 @@ class RunConfig(BaseModel):
     def _check(self) -> "RunConfig":
         if self.high_mode == "quantile" and not ({"vectors", "dense"} & set(self.tiers)):
             raise ValueError("high_mode=quantile needs the `vectors` or `dense` tier (add it to tiers)")
-        if self.store is not None and "://" not in self.store and "://" not in self.out:
-            # A relative store path lives inside the run folder and must not climb out of it.
+        if self.store is not None and "://" not in self.store:
+            # A relative store path lives inside the run folder (a local one or a URL prefix alike)
+            # and must not climb out of it; an absolute path or a URL is an explicit choice.
             norm = posixpath.normpath(self.store)
             if not posixpath.isabs(norm) and (norm == ".." or norm.startswith("../")):
                 raise ValueError(f"store {self.store!r} escapes the run folder; use a path inside it")

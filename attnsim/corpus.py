@@ -51,14 +51,21 @@ def _packer(model: str, trust_remote_code: bool, max_tokens: int, separator: str
     return WindowPacker(load_tokenizer(model, trust_remote_code), max_tokens, separator)
 
 
-def pack_partition(args: tuple) -> WindowRows:
-    """Pack one partition of (doc_id, text) pairs; runs in a Ray task or in process."""
+def pack_partition(args: tuple) -> tuple[WindowRows, Problems]:
+    """Pack one partition of (doc_id, name, text); runs in a Ray task or in process.
+
+    A document that the tokenizer reduces to nothing (only control or zero-width characters, say)
+    is counted as a problem here: it passed the readers' emptiness check but yields no window.
+    """
     (model, trust_remote_code, max_tokens, separator), docs = args
     packer = _packer(model, trust_remote_code, max_tokens, separator)
-    rows = WindowRows()
-    for doc_id, text in docs:
-        rows.extend(packer.pack(doc_id, text))
-    return rows
+    rows, problems = WindowRows(), Problems()
+    for doc_id, name, text in docs:
+        packed = packer.pack(doc_id, text)
+        if len(packed) == 0:
+            problems.add("no_tokens", name)
+        rows.extend(packed)
+    return rows, problems
 
 
 def token_classes(tokenizer) -> dict:
@@ -104,8 +111,14 @@ def check_settings(url: str, settings: dict) -> bool:
     stored = attrs.get("settings", {})
     for key, value in settings.items():
         if stored.get(key) != value:
+            was, now = stored.get(key), value
+            if key == "corpus":  # fingerprints alone do not tell the user which corpus it was
+                was = f"{attrs.get('corpus', {}).get('spec')!r} (fingerprint {was})"
+                now = f"one with fingerprint {now}"
+            else:
+                was, now = repr(was), repr(now)
             raise UserError(
-                f"store {url!r} was made with {key}={stored.get(key)!r}, not {value!r}; "
+                f"store {url!r} was made with {key}={was}, not {now}; "
                 "use a new --out (or delete the store) to start a different run"
             )
     return True
@@ -120,7 +133,7 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         )
     problems = Problems()
     docs = list(
-        (d.doc_id, d.text)
+        (d.doc_id, d.name, d.text)
         for d in read_documents(
             cfg.corpus,
             text_column=cfg.text_column,
@@ -131,7 +144,7 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
     )
     if not docs:
         raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
-    fingerprint = corpus_fingerprint(docs)
+    fingerprint = corpus_fingerprint((doc_id, text) for doc_id, _, text in docs)
     settings = run_settings(cfg, model_info, fingerprint)
     url = cfg.store_url
     if check_settings(url, settings):
@@ -142,13 +155,13 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
     key = (cfg.model, cfg.trust_remote_code, cfg.max_tokens, cfg.sentence_separator)
     parts = [docs[i : i + cfg.docs_per_partition] for i in range(0, len(docs), cfg.docs_per_partition)]
     rows = WindowRows()
-    for part_rows in map_partitions(pack_partition, [(key, p) for p in parts]):
+    for part_rows, part_problems in map_partitions(pack_partition, [(key, p) for p in parts]):
         rows.extend(part_rows)
+        problems.merge(part_problems)
     if len(rows) == 0:
         raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
 
-    arrays = rows.to_arrays(cfg.max_tokens)
-    n_tokens = int(arrays["length"].sum())
+    n_tokens = int(sum(len(ids) for ids in rows.input_ids))
     layout = Layout(
         n_windows=len(rows),
         max_tokens=cfg.max_tokens,
@@ -192,14 +205,18 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         },
     )
     for unit in range(layout.n_units):
+        # Padded per unit, not for the whole corpus at once: millions of short documents make
+        # millions of windows, and (windows x max_tokens) padded arrays would not fit in memory.
         start, stop = layout.unit_windows(unit)
-        write_unit(root, layout, unit, {name: arrays[name][start:stop] for name in TOKEN_ARRAYS})
+        part = WindowRows(rows.input_ids[start:stop], rows.sentence_id[start:stop], rows.char_span[start:stop], rows.doc_id[start:stop])
+        arrays = part.to_arrays(cfg.max_tokens)
+        write_unit(root, layout, unit, {name: arrays[name] for name in TOKEN_ARRAYS}, replace=False)
     root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
     consolidate(url)
     return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
 
 
-def corpus_fingerprint(docs: list[tuple[int, str]]) -> str:
+def corpus_fingerprint(docs: Iterable[tuple[int, str]]) -> str:
     h = hashlib.sha256()
     for doc_id, text in docs:
         h.update(f"{doc_id}:{len(text)}:".encode())

@@ -16,7 +16,8 @@ import logging
 import fsspec
 
 from attnsim.config import RunConfig, join_url
-from attnsim.corpus import PrepareResult, local_map, prepare, token_classes
+from attnsim.corpus import PrepareResult, check_settings, local_map, prepare, token_classes
+from attnsim.errors import UserError
 from attnsim.models import load_model
 from attnsim.progress import ExtractProgress
 from attnsim.store import completed_units, consolidate, layout_from_attrs, open_store, update_attrs
@@ -83,6 +84,14 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
     """Extract every unit without a marker (or exactly `units`); returns counts."""
     url = cfg.store_url
     todo, layout = pending_units(url)
+    # The store fixes what a unit computes: refuse a config that differs before any actor starts
+    # (prepare checks the corpus and weights; these are the settings extraction itself depends on).
+    extract_settings = {
+        key: getattr(cfg, key)
+        for key in ("model", "max_tokens", "sentence_separator", "k", "similarity_kind", "tiers", "windows_per_shard")
+    }
+    if not check_settings(url, extract_settings):
+        raise UserError(f"store {url!r} was never fully prepared; run `attnsim prepare` (or `attnsim run`) with the same --out first")
     if units is not None:
         todo = sorted(units)
     attrs = dict(open_store(url).attrs)
@@ -99,7 +108,10 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
             result = run_extract_local(cfg, todo, on_unit=progress.advance)
     remaining, _ = pending_units(url)
     if not remaining:
+        from attnsim.card import write_card
+
         update_attrs(url, extracted=True)
+        write_card(url)  # README.md + attrs["dataset_card"]: the driver writes metadata, never an actor
     result["remaining"] = len(remaining)
     return result
 
@@ -110,9 +122,16 @@ def stage_reduce(cfg: RunConfig) -> dict:
     return reduce_store(cfg)
 
 
+def stage_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[int, int]] | None = None) -> str:
+    from attnsim.report import write_report
+
+    return write_report(cfg, window=window, heads=heads)
+
+
 def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
     prepared = stage_prepare(cfg, use_ray)
     extracted = stage_extract(cfg, use_ray)
     summary = stage_reduce(cfg)
     consolidate(cfg.store_url)
-    return {"prepare": prepared, "extract": extracted, "summary": summary}
+    report = stage_report(cfg)
+    return {"prepare": prepared, "extract": extracted, "summary": summary, "report": report}

@@ -2,7 +2,8 @@
 
 Each block (one unit's windows) becomes a fixed-size `Partial` (pairs.py, Polars inside); partials
 are summed in a fixed binary tree, so memory does not grow with the number of windows and the
-result does not depend on the scheduler (threads, synchronous, or a dask.distributed cluster).
+result does not depend on the scheduler (`dask_scheduler`: threads, synchronous, processes, or a
+dask.distributed address, whose workers then do the work: on a cluster, the reduce runs there).
 
 Example::
 
@@ -11,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -75,15 +77,16 @@ def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
 
     limit = dask.compute(*[dask.delayed(bounds)(b, s) for b, s in zip(*sources)], scheduler=scheduler)
     limit = np.maximum(np.max(limit, axis=0), 1e-6)  # (L, H)
-    bins = 4096
+    bins = 16384  # resolution 2 * max|S| / bins, refined by interpolation inside the bin
 
     def hist(block, sid):
         out = np.zeros((layout.n_layers, layout.n_heads, bins), np.int64)
         for w in range(len(sid)):
             s = _dense_s(block if dense_name == "similarity" else None, block, w, kind)
             real_i = (sid[w] >= 0)[None, None, :, None] & ~np.eye(s.shape[-1], dtype=bool)[None, None]
-            scaled = np.clip(((s / limit[:, :, None, None] + 1) / 2 * bins).astype(np.int64, copy=False), 0, bins - 1)
-            keep = real_i & np.isfinite(s)
+            keep = real_i & np.isfinite(s)  # candidates: i real, j valid (S is NaN on padding), j != i
+            s = np.where(keep, s, 0.0)
+            scaled = np.clip(((s / limit[:, :, None, None] + 1) / 2 * bins).astype(np.int64), 0, bins - 1)
             for l in range(layout.n_layers):
                 for h in range(layout.n_heads):
                     out[l, h] += np.bincount(scaled[l, h][keep[l, h]], minlength=bins)
@@ -91,9 +94,13 @@ def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
 
     parts = [dask.delayed(hist)(b, s) for b, s in zip(*sources)]
     total = dask.compute(_tree_sum(parts), scheduler=scheduler)[0]
-    cum = np.cumsum(total, axis=-1) / np.maximum(total.sum(-1, keepdims=True), 1)
-    edge = np.argmax(cum >= cfg.quantile, axis=-1) + 1  # upper edge of the bin holding the quantile
-    return (edge / bins * 2 - 1) * limit
+    cum = np.cumsum(total, axis=-1)  # (L, H, bins)
+    target = cfg.quantile * cum[..., -1:]  # rank of the quantile among the candidates
+    b = np.argmax(cum >= target, axis=-1)[..., None]  # the bin holding it
+    below = np.take_along_axis(cum, b, -1) - np.take_along_axis(total, b, -1)
+    inside = np.take_along_axis(total, b, -1)
+    frac = np.clip((target - below) / np.maximum(inside, 1), 0.0, 1.0)  # linear inside the bin
+    return (((b + frac)[..., 0] / bins) * 2 - 1) * limit
 
 
 def compute_partial(cfg: RunConfig, url: str, scheduler=None):
@@ -107,12 +114,16 @@ def compute_partial(cfg: RunConfig, url: str, scheduler=None):
             f"store {url!r} is incomplete: {len(missing)} of {layout.n_units} units not extracted "
             f"(first: {missing[0]:06d}); run `attnsim extract` on it first"
         )
-    scheduler = scheduler or cfg.dask_scheduler
+    with dask_scheduler(scheduler or cfg.dask_scheduler) as get:
+        return _compute_partial(cfg, root, attrs, layout, get)
+
+
+def _compute_partial(cfg: RunConfig, root, attrs: dict, layout, scheduler):
     threshold = None
     if cfg.high_mode == "quantile":
         if not ({"vectors", "dense"} & set(attrs["tiers"])):
             raise UserError("high_mode=quantile needs a store with the `vectors` or `dense` tier; extract with --tiers vectors")
-        threshold = _head_quantile(root, layout, cfg, attrs["similarity_kind"], _scheduler(scheduler))
+        threshold = _head_quantile(root, layout, cfg, attrs["similarity_kind"], scheduler)
     inputs = [_blocks(root, layout, n) for n in TOKEN_INPUTS]
     none = [None] * layout.n_units
     topk = _blocks(root, layout, "topk_index") if threshold is None else none
@@ -131,16 +142,59 @@ def compute_partial(cfg: RunConfig, url: str, scheduler=None):
         dask.delayed(_block)(*args, start=unit * layout.windows_per_shard, **kw)
         for unit, args in enumerate(zip(*inputs, topk, mass, dense, vectors))
     ]
-    (total,) = dask.compute(_tree_sum(parts), scheduler=_scheduler(scheduler))
+    (total,) = dask.compute(_tree_sum(parts), scheduler=scheduler)
     return total, attrs, threshold
 
 
-def _scheduler(spec):
-    if isinstance(spec, str) and "://" in spec:
+LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")
+
+
+def check_scheduler(spec: str) -> str:
+    """The kind of a `dask_scheduler` value, `local` or `distributed`; a UserError names a bad one."""
+    if spec in LOCAL_SCHEDULERS:
+        return "local"
+    if "://" in spec or (":" in spec and spec.rsplit(":", 1)[1].isdigit()):
+        return "distributed"
+    if spec == "ray":
+        # Checked with ray 2.60 / dask 2026.8 / zarr 3.1: ray.util.dask rebuilds every dataclass in a
+        # task's arguments by calling its constructor with all fields, which zarr 3's codecs refuse
+        # (BloscCodec._tunable_attrs is init=False), so a graph over Zarr arrays fails on Ray.
+        raise UserError(
+            "dask_scheduler 'ray' (Dask on Ray) cannot run this reduce: ray.util.dask cannot rebuild zarr 3 "
+            "arrays; run a dask.distributed scheduler on the cluster and pass its address (see cluster/README.md)"
+        )
+    raise UserError(
+        f"dask_scheduler {spec!r} is not a scheduler: use threads, synchronous, processes, "
+        "or a dask.distributed address such as tcp://host:8786"
+    )
+
+
+@contextlib.contextmanager
+def dask_scheduler(spec):
+    """The `scheduler=` of dask.compute for a `dask_scheduler` value; closes any client it opened.
+
+    Example::
+
+        with dask_scheduler("tcp://10.0.0.5:8786") as get:
+            dask.compute(graph, scheduler=get)  # runs on that cluster's workers
+    """
+    if not isinstance(spec, str):  # a get function or Client from a caller: theirs to close
+        yield spec
+        return
+    if check_scheduler(spec) == "local":
+        yield spec
+    else:
         from dask.distributed import Client
 
-        return Client(spec, set_as_default=False).get
-    return spec
+        address = spec if "://" in spec else f"tcp://{spec}"
+        try:
+            client = Client(address, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise UserError(f"cannot reach the dask scheduler {spec!r} ({e}); check dask_scheduler and that the scheduler runs") from None
+        try:
+            yield client.get
+        finally:
+            client.close()
 
 
 def reduce_store(cfg: RunConfig, url: str | None = None, stats_url: str | None = None, scheduler=None) -> dict:

@@ -2,9 +2,10 @@
 
 The pool holds one actor per GPU (``actors_per_gpu`` to share one) or, on a CPU cluster, actors of
 ``cpus_per_worker`` cores. Each actor loads the model once and takes one unit at a time. An actor
-that dies (worker killed, node lost) costs only its unit: the unit goes back to the queue, a new
-actor replaces the dead one, and the job ends with the same bytes. A unit that raises a Python
-error is a data bug and is not retried.
+that dies (worker killed, node lost) costs only its unit: the unit goes back to the queue for any
+running actor, a replacement is started and joins once it runs (after a node loss it may never
+find a free GPU; the job then ends on the remaining actors), and the job ends with the same bytes.
+A unit that raises a Python error is a data bug and is not retried.
 
 Example::
 
@@ -20,9 +21,11 @@ import os
 from typing import Callable
 
 import ray
+import torch
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, WorkerCrashedError
 
 from attnsim.config import RunConfig
+from attnsim.errors import UserError
 from attnsim.extract import Extractor
 
 log = logging.getLogger("attnsim")
@@ -55,10 +58,18 @@ def ray_map(fn: Callable, items: list):
 @ray.remote(max_restarts=0, max_task_retries=0)
 class ExtractActor:
     def __init__(self, cfg_json: dict, threads: int | None, fail_on_unit: int | None = None):
-        gpu_ids = ray.get_gpu_ids()
-        device = "cuda" if gpu_ids and cfg_json.get("device", "auto") != "cpu" else "cpu"
-        self.gpu_ids = [str(g) for g in gpu_ids]
-        self.extractor = Extractor(RunConfig.model_validate(cfg_json), device=device, threads=threads)
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        # Ray narrows CUDA_VISIBLE_DEVICES to this actor's GPU, so inside the process it is cuda:0.
+        self.target_device = "cuda:0" if self.gpu_ids and cfg_json.get("device", "auto") != "cpu" else "cpu"
+        self.device = self.target_device
+        if self.device != "cpu" and not torch.cuda.is_available():
+            log.warning(
+                "actor pid %d was given GPU %s (CUDA_VISIBLE_DEVICES=%s) but torch.cuda is not available "
+                "(a CPU build of torch, or no driver); running on the CPU",
+                os.getpid(), ",".join(self.gpu_ids), os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
+            self.device = "cpu"
+        self.extractor = Extractor(RunConfig.model_validate(cfg_json), device="cpu" if self.device == "cpu" else "cuda", threads=threads)
         self.fail_on_unit = fail_on_unit  # test hook: die in the middle of this unit
         self.units_done = 0
 
@@ -67,7 +78,8 @@ class ExtractActor:
             "pid": os.getpid(),
             "gpu_ids": self.gpu_ids,
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "device": str(self.extractor.device),
+            "device": self.device,  # where the model is
+            "target_device": self.target_device,  # where Ray's placement says it should be
             "node_id": ray.get_runtime_context().get_node_id(),
         }
 
@@ -79,19 +91,29 @@ class ExtractActor:
         return result
 
 
-def pool_plan(cfg: RunConfig, resources: dict | None = None) -> tuple[int, dict, int | None]:
-    """(number of actors, actor resource options, torch threads per actor) for this cluster."""
-    resources = resources if resources is not None else ray.cluster_resources()
+def pool_plan(cfg: RunConfig, resources: dict | None = None, node_cpus: int | None = None) -> tuple[int, dict, int | None]:
+    """(number of actors, actor resource options, torch threads per actor) for this cluster.
+
+    GPUs: `actors_per_gpu` actors per GPU, or `workers` of them (more than the cluster holds now wait
+    for its autoscaler). CPUs only: actors of `cpus_per_worker` cores (default: up to 4, never more
+    than the largest node has), as many as fit, or `workers` of them.
+    """
+    if resources is None:
+        resources = ray.cluster_resources()
+        node_cpus = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=None)
     gpus = int(resources.get("GPU", 0))
     if gpus and cfg.device != "cpu":
         n = cfg.workers or gpus * cfg.actors_per_gpu
         return n, {"num_gpus": 1 / cfg.actors_per_gpu, "num_cpus": 1}, None
     cpus = max(1, int(resources.get("CPU", 1)))
+    largest = max(1, node_cpus or cpus)  # one actor's cores must fit on one node
+    if cfg.cpus_per_worker and cfg.cpus_per_worker > largest:
+        raise UserError(f"cpus_per_worker={cfg.cpus_per_worker} but the largest node has {largest} CPUs; lower cpus_per_worker")
     if cfg.workers:
         n = cfg.workers
-        per = cfg.cpus_per_worker or max(1, cpus // n)
+        per = cfg.cpus_per_worker or min(largest, max(1, cpus // n))
     else:
-        per = cfg.cpus_per_worker or min(cpus, 4)
+        per = cfg.cpus_per_worker or min(cpus, largest, 4)
         n = max(1, cpus // per)
     return n, {"num_cpus": per}, per
 
@@ -107,6 +129,7 @@ def run_extract(
         return {"done": 0, "retried": 0, "actors": 0}
     n, options, threads = pool_plan(cfg)
     n = min(n, len(units))
+    log.info("extract: %d units on %d actors, each %s", len(units), n, options)
     cfg_json = cfg.model_dump(mode="json")
     fail_on_unit = fail_on_unit or {}
 
@@ -116,39 +139,80 @@ def run_extract(
     actors = {slot: spawn(slot) for slot in range(n)}
     queue = collections.deque(units)
     attempts = collections.Counter()
-    in_flight: dict = {}  # ref -> (slot, unit)
+    in_flight: dict = {}  # ref of run_unit -> (slot, unit)
+    starting: dict = {}  # ref of a replacement's info() -> slot: it gets units only once it runs
+    start_failures = collections.Counter()  # slot -> replacements that died before starting
+    idle = collections.deque(actors)  # actors without a unit (the first ones: Ray queues their calls)
     done = retried = 0
 
-    def submit(slot: int) -> None:
-        if queue:
+    def feed() -> None:
+        while queue and idle:
+            slot = idle.popleft()
             unit = queue.popleft()
             in_flight[actors[slot].run_unit.remote(unit)] = (slot, unit)
 
-    for slot in actors:
-        submit(slot)
-    while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
-        ref = ready[0]
-        slot, unit = in_flight.pop(ref)
-        try:
-            info = ray.get(ref)
-        except INFRA_ERRORS as e:
-            attempts[unit] += 1
-            if attempts[unit] > cfg.max_unit_retries:
-                raise RuntimeError(f"unit {unit:06d} failed {attempts[unit]} times; last error: {e}") from e
-            log.warning("actor for unit %06d died (%s); retrying it on a new actor", unit, type(e).__name__)
-            retried += 1
-            queue.appendleft(unit)
-            ray.kill(actors[slot], no_restart=True)
-            actors[slot] = spawn(slot)
-            submit(slot)
-            continue
-        done += 1
-        on_unit(info)
-        submit(slot)
-    for actor in actors.values():
-        ray.kill(actor, no_restart=True)
-    return {"done": done, "retried": retried, "actors": n}
+    def replace(slot: int) -> None:
+        # A replacement is not handed a unit until it has started: after a node loss there may be
+        # no GPU left for it, and a unit bound to an actor that never starts would hang the job
+        # while the surviving actors sit idle. Until then the unit waits in the queue for anyone.
+        ray.kill(actors[slot], no_restart=True)
+        actors[slot] = spawn(slot)
+        starting[actors[slot].info.remote()] = slot
+
+    try:
+        feed()
+        while in_flight or (queue and starting):
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=300)
+            if not ready:
+                if not in_flight:
+                    log.warning("extract: %d units wait for an actor to start (no free GPU/CPU on the cluster?)", len(queue))
+                continue
+            ref = ready[0]
+            if ref in starting:
+                slot = starting.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(slot)
+                except INFRA_ERRORS as e:  # its node went too, or the model cannot load there
+                    start_failures[slot] += 1
+                    log.warning("replacement actor %d did not start (%s)", slot, type(e).__name__)
+                    if start_failures[slot] <= cfg.max_unit_retries:
+                        replace(slot)  # else the pool shrinks by one; the others take its units
+                feed()
+                continue
+            slot, unit = in_flight.pop(ref)
+            try:
+                info = ray.get(ref)
+            except INFRA_ERRORS as e:
+                attempts[unit] += 1
+                if attempts[unit] > cfg.max_unit_retries:
+                    raise RuntimeError(f"unit {unit:06d} failed {attempts[unit]} times; last error: {e}") from e
+                log.warning("actor for unit %06d died (%s); retrying it on another actor", unit, type(e).__name__)
+                retried += 1
+                queue.appendleft(unit)
+                replace(slot)
+                feed()
+                continue
+            done += 1
+            on_unit(info)
+            idle.append(slot)
+            feed()
+        if queue:
+            raise RuntimeError(f"no extraction actor could be started; {len(queue)} units were not extracted")
+        pool = _pool_info([actors[slot] for slot in sorted(idle)])
+    finally:  # also on a data error in a unit (not retried): never leave actors holding GPUs
+        for actor in actors.values():
+            ray.kill(actor, no_restart=True)
+    return {"done": done, "retried": retried, "actors": n, "pool": pool}
+
+
+def _pool_info(actors: list) -> list[dict]:
+    """Each actor's info() (pid, GPU ids, device): where the pool actually ran, for logs and tests."""
+    try:
+        return ray.get([a.info.remote() for a in actors], timeout=30)
+    except (*INFRA_ERRORS, ray.exceptions.GetTimeoutError) as e:  # diagnostic only: never fail a finished run
+        log.warning("could not read the extraction pool's info: %s", type(e).__name__)
+        return []
 
 
 def run_extract_local(cfg: RunConfig, units: list[int], on_unit: Callable[[dict], None] = lambda info: None) -> dict:

@@ -3,7 +3,8 @@
 A corpus is the alias `lee`, a folder or glob of `.txt` files (one document per file, or per line
 with ``one_per_line``), `.jsonl` or `.parquet` files with a text column, or ``hf:NAME`` for a
 Hugging Face dataset. Whole-run problems (nothing found, a missing column) raise UserError;
-per-document problems (binary, invalid UTF-8, not JSON, empty) are counted in a `Problems` tally.
+per-document problems (binary, invalid UTF-8, not JSON, empty, an unreadable file) are counted in a
+`Problems` tally, reported at the end of a run and kept in the store's attributes.
 
 Example::
 
@@ -18,6 +19,7 @@ import glob
 import importlib.util
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Iterator
 
 from attnsim.errors import UserError
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CORPUS_ALIASES = {"lee": ("gensim", "test/test_data/lee_background.cor")}
 SUFFIXES = (".txt", ".jsonl", ".parquet", ".cor")
 
@@ -97,17 +100,25 @@ def read_documents(
     source = resolve_corpus(spec)
     counter = iter(range(1 << 62))
     if isinstance(source, str):
-        yield from _keep(_hf_texts(source, text_column, hf_split), counter, problems)
+        yield from _keep(_hf_texts(source, text_column, hf_split, problems), counter, problems)
         return
     for path in source:
         per_line = one_per_line or path.suffix == ".cor" or spec in CORPUS_ALIASES
         if path.suffix == ".jsonl":
             texts = _jsonl_texts(path, text_column, problems)
         elif path.suffix == ".parquet":
-            texts = _parquet_texts(path, text_column)
+            texts = _parquet_texts(path, text_column, problems)
         else:
             texts = _txt_texts(path, per_line, problems)
-        yield from _keep(texts, counter, problems)
+        yield from _keep(_guard_file(path, texts, problems), counter, problems)
+
+
+def _guard_file(path: Path, texts, problems: Problems):
+    """A file that cannot be read (permissions, vanished, damaged) is one problem, not the run's end."""
+    try:
+        yield from texts
+    except OSError as e:
+        problems.add("unreadable_file", f"{path} ({type(e).__name__}: {e.strerror or e})")
 
 
 def _keep(texts, counter, problems: Problems) -> Iterator[Document]:
@@ -115,9 +126,16 @@ def _keep(texts, counter, problems: Problems) -> Iterator[Document]:
         doc_id = next(counter)
         if text is None:  # already reported by the reader
             continue
+        if not isinstance(text, str):
+            problems.add("no_text", name)  # a number or a list in the text column
+            continue
         if not text.strip():
             problems.add("empty", name)
             continue
+        if _SURROGATE.search(text):
+            # Lone surrogates (JSON "\ud800" escapes) are not text and crash the tokenizer.
+            problems.add("invalid_utf8", name)
+            text = _SURROGATE.sub("\ufffd", text)
         yield Document(doc_id, name, text)
 
 
@@ -137,17 +155,22 @@ def _txt_texts(path: Path, per_line: bool, problems: Problems):
         yield str(path), _decode(path.read_bytes(), str(path), problems)
         return
     with open(path, "rb") as f:
+        number = 0
         for number, raw in enumerate(f, 1):
             where = f"{path}:{number}"
             yield where, _decode(raw.rstrip(b"\r\n"), where, problems)
+    if number == 0:
+        problems.add("empty_file", str(path))
 
 
 def _jsonl_texts(path: Path, column: str, problems: Problems):
+    records = 0
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             where = f"{path}:{number}"
             if not raw.strip():
                 continue
+            records += 1
             try:
                 record = json.loads(raw)
             except (json.JSONDecodeError, UnicodeDecodeError):
@@ -160,22 +183,33 @@ def _jsonl_texts(path: Path, column: str, problems: Problems):
                 yield where, None
                 continue
             yield where, text
+    if records == 0:
+        problems.add("empty_file", str(path))
 
 
-def _parquet_texts(path: Path, column: str):
+def _parquet_texts(path: Path, column: str, problems: Problems):
     import polars as pl
 
-    schema = pl.read_parquet_schema(path)
+    try:
+        schema = pl.read_parquet_schema(path)
+        if column in schema:
+            texts = pl.read_parquet(path, columns=[column])[column].to_list()
+    except (pl.exceptions.PolarsError, OSError) as e:  # not Parquet, truncated, unreadable
+        first = str(e).strip().splitlines()[0][:80] if str(e).strip() else ""
+        problems.add("unreadable_file", f"{path} ({type(e).__name__}: {first})")
+        return
     if column not in schema:
+        # A missing column is the user's setting, not damage to one file: the whole run stops.
         raise UserError(
             f"parquet file {str(path)!r} has no column {column!r} (columns: {', '.join(schema)}); pass --text-column"
         )
-    frame = pl.read_parquet(path, columns=[column])
-    for number, text in enumerate(frame[column].to_list()):
-        yield f"{path}#{number}", text
+    if not texts:
+        problems.add("empty_file", str(path))
+    for number, text in enumerate(texts):
+        yield f"{path}#{number}", _null_is_no_text(text, f"{path}#{number}", problems)
 
 
-def _hf_texts(name: str, column: str, split: str):
+def _hf_texts(name: str, column: str, split: str, problems: Problems):
     if importlib.util.find_spec("datasets") is None:
         raise UserError("corpus hf:... needs the `datasets` package; install it with `pip install datasets`")
     import datasets
@@ -187,4 +221,11 @@ def _hf_texts(name: str, column: str, split: str):
     for number, record in enumerate(data):
         if number == 0 and column not in record:
             raise UserError(f"dataset {name!r} has no column {column!r} (columns: {', '.join(record)}); pass --text-column")
-        yield f"{name}#{number}", record[column]
+        yield f"{name}#{number}", _null_is_no_text(record[column], f"{name}#{number}", problems)
+
+
+def _null_is_no_text(text, where: str, problems: Problems):
+    """A null cell is a document without text (None tells _keep it is already counted)."""
+    if text is None:
+        problems.add("no_text", where)
+    return text

@@ -13,11 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 import math
 import os
+import time
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import fsspec
 import numpy as np
@@ -35,6 +39,13 @@ TIER_ARRAYS = {
     "dense": ("similarity",),
 }
 MARKER_DIR = "_markers"
+# Seconds to wait before each new try of a write that failed transiently (a dropped connection, a
+# 5xx from an object store after its client gave up). Writes are idempotent (whole shards, whole
+# markers), so trying again is always safe; four tries over ~7 s ride out a short outage.
+RETRY_DELAYS = (0.5, 1.5, 5.0)
+
+log = logging.getLogger("attnsim")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ def _fs(url: str):
 
 def store_exists(url: str) -> bool:
     fs, path = _fs(url)
+    fs.invalidate_cache(path)  # object-store listings are cached per process; other writers exist
     return fs.exists(f"{path}/zarr.json")
 
 
@@ -169,12 +181,35 @@ def unit_checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write whole shards of the given arrays for one unit; no other writer touches them."""
+def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True) -> None:
+    """Write whole shards of the given arrays for one unit; no other writer touches them.
+
+    With `replace` (a unit being redone after a crash or a failed verify) the unit's old shard
+    objects are deleted first: zarr reads an existing edge shard to merge into it, so a truncated
+    or corrupt one would fail the rewrite, and a stale one could survive in part. A fresh store
+    (prepare) passes replace=False to skip the deletes.
+    """
     start, stop = layout.unit_windows(unit)
     for name, data in arrays.items():
         assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
-        root[name][start:stop] = data
+        array = root[name]
+        if replace:
+            with_retries(functools.partial(_delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
+        with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
+
+
+def _delete_shard(array: zarr.Array, unit: int) -> None:
+    """Delete the one object that holds `unit`'s windows of `array` (a shard, or a plain chunk)."""
+    from zarr.core.sync import sync
+    from zarr.storage import LocalStore
+
+    key = array.metadata.encode_chunk_key((unit,) + (0,) * (array.ndim - 1))  # e.g. c/42/0/0/0/0
+    store, prefix = array.store_path.store, array.store_path.path
+    sync(store.delete(f"{prefix}/{key}"))  # a missing object is not an error
+    if isinstance(store, LocalStore):  # zarr writes files via `<key>.<uuid>.partial`; drop killed ones
+        target = store.root / prefix / key
+        for partial in target.parent.glob(f"{target.name}.*.partial"):
+            partial.unlink(missing_ok=True)
 
 
 def read_unit(root: zarr.Group, layout: Layout, unit: int, names) -> dict[str, np.ndarray]:
@@ -190,13 +225,17 @@ def write_marker(url: str, unit: int, info: dict) -> None:
     fs, path = _fs(url)
     data = json.dumps({"unit": unit, **info}, sort_keys=True).encode()
     target = f"{path}/{marker_key(unit)}"
-    if isinstance(fs, LocalFileSystem):
-        # Write then rename: a marker is either whole or absent, even if the process is killed.
-        fs.makedirs(f"{path}/{MARKER_DIR}", exist_ok=True)
-        fs.pipe_file(target + ".tmp", data)
-        os.replace(target + ".tmp", target)
-    else:
-        fs.pipe_file(target, data)  # object stores publish a PUT atomically
+
+    def put() -> None:
+        if isinstance(fs, LocalFileSystem):
+            # Write then rename: a marker is either whole or absent, even if the process is killed.
+            fs.makedirs(f"{path}/{MARKER_DIR}", exist_ok=True)
+            fs.pipe_file(target + ".tmp", data)
+            os.replace(target + ".tmp", target)
+        else:
+            fs.pipe_file(target, data)  # object stores publish a PUT atomically
+
+    with_retries(put, f"marker of unit {unit:06d}")
 
 
 def read_marker(url: str, unit: int) -> dict | None:
@@ -210,6 +249,7 @@ def read_marker(url: str, unit: int) -> dict | None:
 def completed_units(url: str) -> set[int]:
     """Units with a marker, listed once (a rerun skips them)."""
     fs, path = _fs(url)
+    fs.invalidate_cache(f"{path}/{MARKER_DIR}")  # markers are written by other processes (actors)
     try:
         names = fs.ls(f"{path}/{MARKER_DIR}", detail=False)
     except FileNotFoundError:
@@ -228,3 +268,61 @@ def remove_marker(url: str, unit: int) -> None:
         fs.rm_file(f"{path}/{marker_key(unit)}")
     except FileNotFoundError:
         pass
+
+
+# ------------------------------------------------------------------------------------- retries
+_NOT_TRANSIENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling", "500", "502", "503", "504"}
+
+
+def _client_transient_types() -> tuple[type, ...]:
+    """Connection-level errors of the object-store clients, where they are installed."""
+    found: list[type] = []
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+
+        found += [BotoConnectionError, HTTPClientError]
+    except ImportError:
+        pass
+    try:
+        from aiohttp import ClientConnectionError, ClientPayloadError
+
+        found += [ClientConnectionError, ClientPayloadError]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """True for errors worth trying again: I/O and network failures, an object store's 5xx.
+
+    A missing path or a denied permission does not go away by waiting, and a Python error in our
+    own code is a bug: neither is retried (DESIGN: only infrastructure failures are retried).
+    """
+    for _ in range(5):  # follow the cause chain a little: clients wrap each other's errors
+        if error is None or isinstance(error, _NOT_TRANSIENT):
+            return False
+        if isinstance(error, (OSError, ConnectionError, TimeoutError, *_client_transient_types())):
+            return True
+        code = getattr(error, "response", None)
+        if isinstance(code, dict) and str(code.get("Error", {}).get("Code", "")) in _TRANSIENT_CODES:
+            return True  # botocore ClientError that s3fs did not translate
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def with_retries(fn: Callable[[], T], what: str, delays: tuple[float, ...] | None = None) -> T:
+    """Call fn; while it fails with a transient error, wait the next delay and call it again."""
+    delays = RETRY_DELAYS if delays is None else delays
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 - anything not transient is re-raised at once
+            if delay is None or not is_transient(e):
+                raise
+            log.warning(
+                "writing %s failed (%s: %s); try %d of %d in %.1f s",
+                what, type(e).__name__, str(e)[:160], attempt + 2, len(delays) + 1, delay,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")

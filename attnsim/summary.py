@@ -76,6 +76,8 @@ def print_summary(console: Console, cfg: RunConfig, result: dict) -> None:
     console.print(f"  {cfg.store_url}")
     for path in stats_paths(cfg.stats_url):
         console.print(f"  {path}")
+    if result.get("report"):
+        console.print(f"  {result['report']}  (report.html: figures, per-layer table, claims of the paper tested)")
 
 
 def print_store_info(console: Console, url: str) -> None:

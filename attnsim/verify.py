@@ -51,20 +51,34 @@ def verify_store(url: str) -> VerifyReport:
         if unit not in done:
             report.missing.append(unit)
             continue
-        marker = read_marker(url, unit)
-        try:
-            arrays = read_unit(root, layout, unit, marker["arrays"] if marker else names)
-        except Exception as e:  # noqa: BLE001 - any decode failure means the shard is damaged
-            report.corrupt[unit] = f"unreadable shard ({type(e).__name__}: {str(e)[:80]})"
-            continue
-        start, stop = layout.unit_windows(unit)
-        tokens = int(root["length"][start:stop].sum())
-        if marker is None or marker.get("windows") != [start, stop]:
-            report.corrupt[unit] = "marker does not match the unit's windows"
-        elif marker.get("tokens") != tokens:
-            report.corrupt[unit] = f"marker counts {marker.get('tokens')} tokens, store has {tokens}"
-        elif unit_checksum(arrays) != marker.get("checksum"):
-            report.corrupt[unit] = "checksum differs from the marker"
+        why = _check_unit(url, root, layout, unit, names)
+        if why:
+            report.corrupt[unit] = why
         else:
             report.ok.append(unit)
     return report
+
+
+def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> str | None:
+    """Why the unit's shards do not match its marker, or None when they do."""
+    try:
+        marker = read_marker(url, unit)
+    except ValueError:  # json.JSONDecodeError: a marker that is not JSON
+        return "marker is not valid JSON"
+    if marker is None:
+        return "marker vanished while verifying"
+    start, stop = layout.unit_windows(unit)
+    if marker.get("windows") != [start, stop]:
+        return "marker does not match the unit's windows"
+    if sorted(marker.get("arrays", [])) != sorted(names):
+        return f"marker covers arrays {marker.get('arrays')}, the store has {sorted(names)}"
+    try:
+        arrays = read_unit(root, layout, unit, names)
+        tokens = int(root["length"][start:stop].sum())
+    except Exception as e:  # noqa: BLE001 - any decode failure means a shard is damaged
+        return f"unreadable shard ({type(e).__name__}: {str(e)[:80]})"
+    if marker.get("tokens") != tokens:
+        return f"marker counts {marker.get('tokens')} tokens, store has {tokens}"
+    if unit_checksum(arrays) != marker.get("checksum"):
+        return "checksum differs from the marker"
+    return None

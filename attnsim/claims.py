@@ -1,0 +1,247 @@
+"""The paper's findings, each tested by a statistic of the run, with an interval and a verdict.
+
+Every verdict follows one rule: a finding *holds* when its whole interval lies on the finding's side
+of the comparison, *does not hold* when the whole interval lies on the other side, and is
+*inconclusive* when the intervals overlap or a number is missing. The intervals are
+  - 95% bootstrap CIs over windows (from reduce) for per-layer pooled statistics;
+  - 95% bootstrap CIs over the layer's heads for attention mass (reduce keeps no window replicates
+    of it);
+  - for counts of labelled heads, the range of the count when every threshold of the head-label rule
+    is made 10% stricter or 10% looser (labels have no sampling CI; this shows how close to the
+    thresholds the answer is).
+
+Example::
+
+    claims = evaluate(layers, heads, summary, LabelRule(), separator="none")
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from attnsim.config import LabelRule
+from attnsim.statistics import label_head
+
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+RULE = (
+    "A finding **holds** when the whole interval of its statistic lies on the finding's side of the comparison, "
+    "**does not hold** when the whole interval lies on the other side, and is **inconclusive** when the intervals "
+    "overlap or a number is missing. Intervals: 95% bootstrap CIs over windows for per-layer statistics; 95% bootstrap "
+    "CIs over a layer's heads for attention mass; for counts of heads, the range over the head-label thresholds "
+    "scaled by 0.9, 1 and 1.1 (stricter and looser)."
+)
+SCALES = (0.9, 1.0, 1.1)  # threshold scale factors for the sensitivity range of head counts
+
+
+@dataclass(frozen=True)
+class Claim:
+    finding: str  # the paper's finding, in words
+    statistic: str  # what is measured on this run
+    value: float
+    low: float  # interval around value (NaN if none)
+    high: float
+    interval: str  # what the interval is
+    compared: str  # what the value is compared with, with numbers
+    verdict: str
+    rule: str  # the test, in words
+    note: str = ""  # a caveat computed from the run's settings
+
+    def value_text(self, digits: int = 3) -> str:
+        return f"{_fmt(self.value, digits)} [{_fmt(self.low, digits)}, {_fmt(self.high, digits)}]"
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    if float(x).is_integer() and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.{digits}g}"
+
+
+def _finite(*xs) -> bool:
+    return all(x is not None and math.isfinite(float(x)) for x in xs)
+
+
+def above(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """Interval a above interval b: holds / does not hold (a below b) / inconclusive (overlap)."""
+    if not _finite(*a, *b):
+        return UNSURE
+    if a[0] > b[1]:
+        return HOLDS
+    if a[1] < b[0]:
+        return FAILS
+    return UNSURE
+
+
+def head_bootstrap(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the mean of `values`, resampling heads with replacement."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    means = np.random.default_rng(seed).choice(values, size=(reps, len(values))).mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def scaled_rule(rule: LabelRule, scale: float) -> LabelRule:
+    """Every '>=' threshold times scale; the '<=' distance threshold divided by it (scale > 1: stricter)."""
+    data = {k: v * scale for k, v in rule.model_dump().items()}
+    data["local_distance"] = rule.local_distance / scale
+    return LabelRule(**data)
+
+
+def _ci(row: dict, name: str) -> tuple[float, float]:
+    return row.get(f"{name}_ci_low", float("nan")), row.get(f"{name}_ci_high", float("nan"))
+
+
+def final_layer_above_earlier(finding, statistic, layers, values, intervals, interval, note="") -> Claim:
+    """The final layer's value is above every earlier layer's (the separator findings)."""
+    last = len(layers) - 1
+    verdicts = [above(intervals[last], intervals[l]) for l in range(last)]
+    if not verdicts:
+        verdict = UNSURE
+    elif all(v == HOLDS for v in verdicts):
+        verdict = HOLDS
+    elif any(v == FAILS for v in verdicts):
+        verdict = FAILS
+    else:
+        verdict = UNSURE
+    top = max(range(last), key=lambda l: values[l] if _finite(values[l]) else -math.inf) if last else None
+    compared = "no earlier layer" if top is None else (
+        f"highest earlier layer {layers[top]}: {_fmt(values[top])} [{_fmt(intervals[top][0])}, {_fmt(intervals[top][1])}]"
+    )
+    return Claim(
+        finding, f"{statistic}, final layer {layers[last]}", values[last], *intervals[last], interval, compared, verdict,
+        "holds if the final layer's interval is above every earlier layer's; does not hold if it is below any earlier layer's",
+        note,
+    )
+
+
+def head_count(finding, statistic, heads: pl.DataFrame, rule: LabelRule, test, need: int, describe) -> Claim:
+    """Count heads (or layers) passing `test(rows, rule)` at each threshold scale."""
+    rows = heads.to_dicts()
+    counts = {s: test(rows, scaled_rule(rule, s)) for s in SCALES}
+    low, high = min(counts.values()), max(counts.values())
+    verdict = HOLDS if low >= need else FAILS if high < need else UNSURE
+    return Claim(
+        finding, statistic, counts[1.0], low, high, "range over label thresholds x0.9 .. x1.1",
+        describe(rows, rule), verdict, f"holds if the count is at least {need} at every threshold scale; "
+        f"does not hold if it is below {need} at every scale", "",
+    )
+
+
+def _ge(value, threshold) -> bool:
+    return _finite(value) and value >= threshold
+
+
+def _repetition(row, r):
+    return _ge(row["repetition_enrichment"], r.repetition_enrichment) and _ge(row["repetition_share"], r.repetition_share)
+
+
+def _anchor(row, r):
+    return _ge(row["top_anchor_share"], r.anchor_share) and _ge(row["top_anchor_lift"], r.anchor_lift)
+
+
+def _layers_with_mixed_labels(rows, r) -> int:
+    by_layer: dict[int, set] = {}
+    for row in rows:
+        by_layer.setdefault(row["layer"], set()).add(label_head(row, r))
+    return sum(len(labels - {"broad"}) >= 2 for labels in by_layer.values())
+
+
+def evaluate(layers: pl.DataFrame, heads: pl.DataFrame, summary: dict, rule: LabelRule, separator: str = "none") -> list[Claim]:
+    """Test each finding of the paper on this run's statistics (see the module docstring)."""
+    rows = layers.sort("layer").to_dicts()
+    ids = [r["layer"] for r in rows]
+    n_layers = len(rows)
+    sep_note = (
+        "windows hold one [SEP], at their end (sentence_separator=none); the paper's separators between sentences "
+        "exist only with --sentence-separator sep" if separator == "none" else ""
+    )
+    claims = []
+
+    mass = {l: heads.filter(pl.col("layer") == l)["mass_sep"].to_numpy() for l in ids}
+    claims.append(final_layer_above_earlier(
+        "Final layers' attention focuses on sentence separator tokens", "mean attention mass on [SEP]", ids,
+        [float(np.nanmean(mass[l])) if len(mass[l]) else float("nan") for l in ids], [head_bootstrap(mass[l]) for l in ids],
+        "95% bootstrap CI over the layer's heads", sep_note,
+    ))
+    claims.append(final_layer_above_earlier(
+        "Final layers' similarities focus on sentence separator tokens",
+        "share of high pairs pointing at [CLS]/[SEP]/sentence-final punctuation", ids,
+        [r["separator_share"] for r in rows], [_ci(r, "separator_share") for r in rows], "95% bootstrap CI over windows",
+        sep_note,
+    ))
+    claims.append(head_count(
+        "Heads of one layer specialise in different features", "layers whose heads carry >= 2 different specialised labels",
+        heads, rule, _layers_with_mixed_labels, need=math.ceil(n_layers / 2), describe=_label_summary,
+    ))
+    claims.append(head_count(
+        "Some heads specialise in token repetitions", "heads with repetition enrichment and share above the thresholds",
+        heads, rule, lambda rs, r: sum(_repetition(x, r) for x in rs), need=1, describe=_best_repetition,
+    ))
+    claims.append(head_count(
+        "Some heads specialise in one frequent anchor token and its context",
+        "heads whose top anchor's share and lift are above the thresholds",
+        heads, rule, lambda rs, r: sum(_anchor(x, r) for x in rs), need=1, describe=_anchor_tokens,
+    ))
+
+    corr = summary.get("layer_distance_correlation", {})
+    rho = corr.get("spearman_layer_vs_mean_distance", float("nan"))
+    lo, hi = corr.get("ci_low", float("nan")), corr.get("ci_high", float("nan"))
+    claims.append(Claim(
+        "High similarity is long-range in early layers and short-range in late layers",
+        "Spearman rank correlation of layer index with mean high-pair distance", rho, lo, hi,
+        "95% bootstrap CI over windows", "0 (no trend)", above((0.0, 0.0), (lo, hi)),
+        "holds if the whole interval is below 0; does not hold if it is above 0",
+    ))
+    first, last = rows[0], rows[-1]
+    if n_layers >= 2:
+        claims.append(Claim(
+            "High similarity is long-range in early layers and short-range in late layers",
+            f"mean high-pair distance (tokens), final layer {last['layer']}", last["mean_distance"],
+            *_ci(last, "mean_distance"), "95% bootstrap CI over windows",
+            f"first layer {first['layer']}: {_fmt(first['mean_distance'])} [{_fmt(_ci(first, 'mean_distance')[0])}, "
+            f"{_fmt(_ci(first, 'mean_distance')[1])}]", above(_ci(first, "mean_distance"), _ci(last, "mean_distance")),
+            "holds if the final layer's interval is below the first layer's; does not hold if it is above",
+        ))
+        claims.append(Claim(
+            "Late layers prefer strong similarity within the same sentence",
+            f"same-sentence enrichment, final layer {last['layer']}", last["same_sentence_enrichment"],
+            *_ci(last, "same_sentence_enrichment"), "95% bootstrap CI over windows",
+            f"first layer {first['layer']}: {_fmt(first['same_sentence_enrichment'])} "
+            f"[{_fmt(_ci(first, 'same_sentence_enrichment')[0])}, {_fmt(_ci(first, 'same_sentence_enrichment')[1])}]",
+            above(_ci(last, "same_sentence_enrichment"), _ci(first, "same_sentence_enrichment")),
+            "holds if the final layer's interval is above the first layer's; does not hold if it is below",
+        ))
+    return claims
+
+
+def _label_summary(rows, rule) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        label = label_head(row, rule)
+        counts[label] = counts.get(label, 0) + 1
+    n_layers = len({row["layer"] for row in rows})
+    return f"{n_layers} layers; heads by label: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _best_repetition(rows, rule) -> str:
+    best = max(rows, key=lambda x: x["repetition_enrichment"] if _finite(x["repetition_enrichment"]) else -1)
+    return (
+        f"thresholds: enrichment >= {rule.repetition_enrichment:g} and share >= {rule.repetition_share:g}; strongest head "
+        f"L{best['layer']} H{best['head']}: enrichment {_fmt(best['repetition_enrichment'])}, share {_fmt(best['repetition_share'])}"
+    )
+
+
+def _anchor_tokens(rows, rule) -> str:
+    tokens: dict[str, int] = {}
+    for row in rows:
+        if _anchor(row, rule):
+            tokens[row["top_anchor"]] = tokens.get(row["top_anchor"], 0) + 1
+    listed = ", ".join(f"'{t}' x{n}" for t, n in sorted(tokens.items(), key=lambda kv: -kv[1])) or "none"
+    return f"thresholds: share >= {rule.anchor_share:g} and lift >= {rule.anchor_lift:g}; anchors of those heads: {listed}"

@@ -1,0 +1,93 @@
+"""Worker death during extraction on a local Ray session: an actor that exits in the middle of a
+unit (the runner's test hook) and a worker process killed by pid from outside. Either way the unit
+is retried on another actor, the job finishes, and the store is byte-identical to an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from attnsim.config import RunConfig
+from attnsim.pipeline import stage_extract, stage_prepare
+from attnsim.store import completed_units
+from helpers import array_digest
+
+
+def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
+    base = dict(model=tiny_bert, corpus=corpus_dir, out=str(out), max_tokens=32, windows_per_shard=2, batch_size=2, workers=1)
+    return RunConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tiny_bert, corpus_dir, tmp_path_factory) -> dict:
+    """The reference bytes: the same run in process, nothing killed (Ray and local runs are identical)."""
+    cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp("undisturbed"))
+    stage_prepare(cfg, use_ray=False)
+    assert stage_extract(cfg, use_ray=False)["remaining"] == 0
+    digest = array_digest(cfg.store_url)
+    assert len([k for k in digest if k.startswith("_markers")]) == 15  # 15 units: enough to die among
+    return digest
+
+
+def test_actor_that_exits_mid_unit_costs_only_its_unit(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
+    cfg = config(tiny_bert, corpus_dir, tmp_path)
+    stage_prepare(cfg, use_ray=False)
+    # slot 0's actor calls os._exit(1) when its second unit starts: no cleanup, no marker
+    result = stage_extract(cfg, use_ray=True, fail_on_unit={0: 1})
+    assert result["retried"] == 1
+    assert result["done"] == 15 and result["remaining"] == 0
+    assert array_digest(cfg.store_url) == undisturbed
+
+
+def extract_actors_at_work() -> list[psutil.Process]:
+    """Our session's actor processes that are inside run_unit right now.
+
+    Ray renames a worker process after the method it is running; only descendants of this test
+    process are looked at, so no other Ray session on the machine is ever touched.
+    """
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.cmdline()[:1] == ["ray::ExtractActor.run_unit"]:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def test_worker_process_killed_by_pid_mid_unit(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
+    cfg = config(tiny_bert, corpus_dir, tmp_path)
+    stage_prepare(cfg, use_ray=False)
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer():
+        # After the first marker (the pool is warm), SIGKILL one actor while it computes a unit.
+        while not stop.is_set() and not completed_units(cfg.store_url):
+            time.sleep(0.01)
+        while not stop.is_set() and not killed:
+            for proc in extract_actors_at_work():
+                os.kill(proc.pid, signal.SIGKILL)
+                killed.append(proc.pid)
+                break
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        result = stage_extract(cfg, use_ray=True)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert len(killed) == 1, "the killer never found an actor inside run_unit"
+    assert result["retried"] >= 1, "a killed actor's unit must be retried"
+    assert result["remaining"] == 0
+    assert array_digest(cfg.store_url) == undisturbed
+    assert not list(Path(cfg.store_url).rglob("*.partial"))
