@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from enum import Enum
 from typing import Optional
@@ -22,6 +20,7 @@ from rich.console import Console
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
+from attnsim.logs import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-attention head output similarities over a corpus.")
 console = Console()
@@ -44,17 +43,7 @@ def _fail(message: str) -> None:
 
 
 def _quiet() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    for name in ("transformers", "ray", "distributed", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_libraries(fmt="%(asctime)s %(name)s %(message)s")
 
 
 def _guard(fn):

@@ -113,18 +113,7 @@ class RunConfig(BaseModel):
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> "RunConfig":
         """Build a config from an optional YAML file plus overrides (CLI flags); None values are ignored."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise UserError(f"config file {str(p)!r} not found; pass an existing YAML file")
-            try:
-                loaded = yaml.safe_load(p.read_text()) or {}
-            except yaml.YAMLError as e:
-                raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}")
-            if not isinstance(loaded, dict):
-                raise UserError(f"config file {str(p)!r} must hold a mapping of settings")
-            data.update(loaded)
+        data: dict[str, Any] = read_yaml(path) if path is not None else {}
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data)
 
@@ -137,6 +126,20 @@ class RunConfig(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file; a missing or malformed file is a UserError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} not found; pass an existing YAML file, e.g. jobs/configs/default.yaml")
+    try:
+        loaded = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config file {str(p)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"config file {str(p)!r} must hold a mapping of settings")
+    return loaded
 
 
 def describe_validation_error(e: ValidationError) -> str:

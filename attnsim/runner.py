@@ -36,7 +36,9 @@ def ensure_ray(address: str | None = None) -> None:
     """Join the cluster named by `address` or RAY_ADDRESS, else start a local one (token auth on)."""
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS")
+    # "local" rather than None: None would join whatever cluster another process last recorded in
+    # /tmp/ray, which surprises a user who asked for nothing (jobs/ pass address="auto" explicitly).
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     ray.init(
         address=address,
         include_dashboard=False,

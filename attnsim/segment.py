@@ -124,21 +124,20 @@ def gap_scores(vectors: np.ndarray, block: int) -> np.ndarray:
 
 
 def depth_scores(scores: np.ndarray) -> np.ndarray:
-    """TextTiling's depth: climb left and right while the score does not fall; sum the two rises."""
+    """TextTiling's depth: climb left and right while the score does not fall; sum the two rises.
+
+    The climb from gap i passes gap i-1 whenever scores[i-1] >= scores[i] and then goes on exactly as
+    the climb from i-1, so both peaks follow from one pass each way (linear in the text's length).
+    """
     n = len(scores)
-    depth = np.zeros(n)
-    for i in range(n):
-        left = right = scores[i]
-        for x in scores[i::-1]:
-            if x < left:
-                break
-            left = x
-        for x in scores[i:]:
-            if x < right:
-                break
-            right = x
-        depth[i] = left + right - 2 * scores[i]
-    return depth
+    left, right = np.array(scores, np.float64), np.array(scores, np.float64)
+    for i in range(1, n):
+        if scores[i - 1] >= scores[i]:
+            left[i] = left[i - 1]
+    for i in range(n - 2, -1, -1):
+        if scores[i + 1] >= scores[i]:
+            right[i] = right[i + 1]
+    return left + right - 2 * np.asarray(scores, np.float64)
 
 
 def choose_boundaries(scores: np.ndarray, n_segments: int | None = None, min_segment: int = 2) -> list[int]:

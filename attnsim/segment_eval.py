@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnsim.errors import UserError
+from attnsim.segment import choose_boundaries
 
 SUBSETS = {"3-5": (3, 5), "6-8": (6, 8), "9-11": (9, 11), "3-11": (3, 11)}  # Choi's four ranges
 
@@ -78,7 +79,7 @@ def as_string(n: int, boundaries) -> str:
 
 def window_size(n: int, true_boundaries) -> int:
     """k = half the mean true segment length (at least 1)."""
-    return max(1, int(round(n / (2 * (len(true_boundaries) + 1)))))
+    return max(1, round(n / (2 * (len(true_boundaries) + 1))))
 
 
 def pk_windowdiff(n: int, truth, predicted) -> tuple[float, float]:
@@ -155,8 +156,6 @@ def evaluate(segmenter, documents: list[list[str]], *, n_samples: int = 100, see
     `attnsim.segment.Segmenter`. Returns one row per (method, subset), methods in METHODS order.
     """
     subsets = subsets or list(SUBSETS)
-    from attnsim.segment import choose_boundaries
-
     tiler = make_texttiling()
     cache: dict = {}  # the same sentence recurs across samples; its vectors do not change (default mode)
     rows: list[EvalRow] = []

@@ -6,7 +6,7 @@ tokens of B (u_i = v_i for the paper's dot product, v_i / |v_i| for cosine). The
     m_L · m_R / (|m_L| |m_R|)  =  mean S(L, R) / sqrt(mean S(L, L) · mean S(R, R))
 
 where S(A, B) is the head's context similarity matrix S[i, j] = u_i · u_j restricted to tokens i in A
-and j in B: the similarity that crosses a gap, relative to the similarity inside the blocks on each
+and j in B (i = j included): the similarity that crosses a gap, relative to the similarity inside the blocks on each
 side. So the model is run once and each sentence keeps only its per-head sum of u_i.
 
 Where the model sees a sentence matters. By default (``window=0``) every sentence is its own window

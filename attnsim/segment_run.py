@@ -9,6 +9,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -50,7 +51,7 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
                     n_segments: int | None, cfg: SegmentConfig, text_column: str, one_per_line: bool) -> None:
     """Segment one text (a file, or - for stdin) or every document of a corpus."""
     from attnsim.models import load_model
-    from attnsim.sources import Document, read_documents
+    from attnsim.sources import Document, Problems, read_documents, resolve_corpus
 
     if (source is None) == (corpus is None):
         raise UserError("give one text file (or - for standard input) or --corpus, not both or neither; or --eval")
@@ -65,11 +66,13 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
                 raise UserError(f"text file {source!r} not found; give an existing file, - for stdin, or --corpus")
             docs = [Document(0, str(path), path.read_text(encoding="utf-8", errors="replace"))]
         documents = iter(docs)
-    else:
-        documents = read_documents(corpus, text_column=text_column, one_per_line=one_per_line)
+    problems = Problems()
+    if corpus is not None:
+        resolve_corpus(corpus)  # a missing corpus fails here, before any output file is created
+        documents = read_documents(corpus, text_column=text_column, one_per_line=one_per_line, problems=problems)
     segmenter = Segmenter(load_model(model), cfg)
-    out = sys.stdout if jsonl == "-" else (open(jsonl, "w", encoding="utf-8") if jsonl else None)
-    try:
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if jsonl == "-" else (stack.enter_context(open(jsonl, "w", encoding="utf-8")) if jsonl else None)
         batch: list = []
         for doc in documents:
             batch.append(doc)
@@ -78,9 +81,8 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
                 batch = []
         if batch:
             _emit(console, segmenter, batch, n_segments, out, jsonl == "-")
-    finally:
-        if out is not None and out is not sys.stdout:
-            out.close()
+    for kind, n in sorted(problems.counts.items()):
+        print(f"skipped or repaired {n} documents: {kind} (e.g. {problems.examples[kind][0]})", file=sys.stderr)
     if jsonl and jsonl != "-":
         console.print(f"segments written to {jsonl}")
 
@@ -92,7 +94,7 @@ def _emit(console, segmenter, docs, n_segments, out, quiet) -> None:
                 out.write(json.dumps({"doc_id": doc.doc_id, "name": doc.name, **p.to_dict()}, ensure_ascii=False) + "\n")
         if quiet:
             continue
-        console.print(f"[bold]{doc.name}[/]: {len(pieces)} segments", highlight=False)
+        console.print(f"[bold]{doc.name}[/]: {len(pieces)} segment{'' if len(pieces) == 1 else 's'}", highlight=False)
         for p in pieces:
             head = f"--- segment {p.index} · chars {p.start}-{p.end} · sentences {p.first_sentence}-{p.last_sentence}"
             console.print(head, style="dim", highlight=False)

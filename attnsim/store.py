@@ -3,7 +3,8 @@
 Arrays are created once at their final shape by the driver; a work unit (``windows_per_shard``
 consecutive windows) writes whole shards of every array, then its marker
 ``_markers/shard-NNNNNN.json``. The driver alone writes metadata. Works on a local path or any
-fsspec URL (``s3://``, ``gs://``, ``memory://``).
+fsspec URL (``s3://``, ``gs://``, ``memory://``); unit and marker writes ride out transient
+storage errors (`retry.py`).
 
 Example::
 
@@ -16,12 +17,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import logging
 import math
 import os
-import time
 from dataclasses import dataclass
-from typing import Callable, TypeVar
 
 import fsspec
 import numpy as np
@@ -31,6 +29,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from attnsim import FORMAT_VERSION
 from attnsim.errors import UserError
+from attnsim.retry import with_retries
 
 TOKEN_ARRAYS = ("input_ids", "sentence_id", "char_span", "doc_id", "length")
 TIER_ARRAYS = {
@@ -39,13 +38,6 @@ TIER_ARRAYS = {
     "dense": ("similarity",),
 }
 MARKER_DIR = "_markers"
-# Seconds to wait before each new try of a write that failed transiently (a dropped connection, a
-# 5xx from an object store after its client gave up). Writes are idempotent (whole shards, whole
-# markers), so trying again is always safe; four tries over ~7 s ride out a short outage.
-RETRY_DELAYS = (0.5, 1.5, 5.0)
-
-log = logging.getLogger("attnsim")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -268,61 +260,3 @@ def remove_marker(url: str, unit: int) -> None:
         fs.rm_file(f"{path}/{marker_key(unit)}")
     except FileNotFoundError:
         pass
-
-
-# ------------------------------------------------------------------------------------- retries
-_NOT_TRANSIENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
-_TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling", "500", "502", "503", "504"}
-
-
-def _client_transient_types() -> tuple[type, ...]:
-    """Connection-level errors of the object-store clients, where they are installed."""
-    found: list[type] = []
-    try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
-
-        found += [BotoConnectionError, HTTPClientError]
-    except ImportError:
-        pass
-    try:
-        from aiohttp import ClientConnectionError, ClientPayloadError
-
-        found += [ClientConnectionError, ClientPayloadError]
-    except ImportError:
-        pass
-    return tuple(found)
-
-
-def is_transient(error: BaseException | None) -> bool:
-    """True for errors worth trying again: I/O and network failures, an object store's 5xx.
-
-    A missing path or a denied permission does not go away by waiting, and a Python error in our
-    own code is a bug: neither is retried (DESIGN: only infrastructure failures are retried).
-    """
-    for _ in range(5):  # follow the cause chain a little: clients wrap each other's errors
-        if error is None or isinstance(error, _NOT_TRANSIENT):
-            return False
-        if isinstance(error, (OSError, ConnectionError, TimeoutError, *_client_transient_types())):
-            return True
-        code = getattr(error, "response", None)
-        if isinstance(code, dict) and str(code.get("Error", {}).get("Code", "")) in _TRANSIENT_CODES:
-            return True  # botocore ClientError that s3fs did not translate
-        error = error.__cause__ or error.__context__
-    return False
-
-
-def with_retries(fn: Callable[[], T], what: str, delays: tuple[float, ...] | None = None) -> T:
-    """Call fn; while it fails with a transient error, wait the next delay and call it again."""
-    delays = RETRY_DELAYS if delays is None else delays
-    for attempt, delay in enumerate((*delays, None)):
-        try:
-            return fn()
-        except Exception as e:  # noqa: BLE001 - anything not transient is re-raised at once
-            if delay is None or not is_transient(e):
-                raise
-            log.warning(
-                "writing %s failed (%s: %s); try %d of %d in %.1f s",
-                what, type(e).__name__, str(e)[:160], attempt + 2, len(delays) + 1, delay,
-            )
-            time.sleep(delay)
-    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import sys
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any, Callable
 
 import yaml
 
-from attnsim.config import RunConfig
+from attnsim.config import RunConfig, read_yaml
 from attnsim.errors import UserError
+from attnsim.logs import quiet_libraries
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.yaml"
 USAGE = """usage: python -m jobs.{stage} [--config PATH] [--address ADDR] [key=value ...]
@@ -66,15 +66,7 @@ def parse_args(argv: list[str]) -> tuple[str, str, dict[str, Any]]:
 
 def load_config(config: str, overrides: dict[str, Any]) -> RunConfig:
     """The YAML file with the overrides applied (dotted keys go into nested settings), validated."""
-    path = Path(config)
-    if not path.is_file():
-        raise UserError(f"config file {config!r} not found; pass an existing YAML file, e.g. --config jobs/configs/default.yaml")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"config file {config!r} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"config file {config!r} must hold a mapping of settings")
+    data = read_yaml(config)
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = data
@@ -118,18 +110,8 @@ def connect(address: str) -> None:
 
 def setup_logging() -> None:
     """Plain timestamped lines: what `ray job logs -f`, kubectl logs and SLURM logs show well."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_libraries(fmt="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("attnsim").setLevel(logging.INFO)
-    for name in ("transformers", "distributed", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def main(stage: str, work: Callable[[RunConfig], None], argv: list[str] | None = None) -> int:

@@ -34,6 +34,7 @@ def ray_session():
     """One local Ray session per test module (token authentication stays on)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
+    # address="local": always a new cluster, never one another process left in /tmp/ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
     yield ray
     ray.shutdown()

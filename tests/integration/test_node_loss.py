@@ -5,6 +5,9 @@ the middle of extraction: the job finishes on the remaining node with the bytes 
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 import time
 
@@ -33,13 +36,22 @@ def cluster():
     # authentication on by itself: do what ray.init does for a new cluster, so it runs as in production.
     enable_token_auth_by_default()
     ensure_token_if_auth_enabled(None, create_token_if_missing=True)
+    # Cluster() publishes its address in <ray temp>/ray_current_cluster, where a bare ray.init()
+    # anywhere on this machine would find and join it: give it a temp dir of its own (short,
+    # for Ray's socket paths).
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="ray", dir="/tmp"))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * MB})
-    workers = [cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 * MB) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ensure_ray(cluster.address)  # attnsim joins an existing cluster through the same entry as `ray job submit`
-    yield cluster, workers
-    ray.shutdown()
-    cluster.shutdown()
+    try:
+        workers = [cluster.add_node(num_cpus=1, num_gpus=1, object_store_memory=80 * MB) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ensure_ray(cluster.address)  # attnsim joins an existing cluster through the same entry as `ray job submit`
+        yield cluster, workers
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(os.environ["RAY_TMPDIR"], ignore_errors=True)
+        patch.undo()
 
 
 def config(tiny_bert, corpus_dir, out) -> RunConfig:

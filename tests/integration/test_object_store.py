@@ -89,7 +89,8 @@ def ray_session(s3):
     """This module's Ray session starts after the S3 environment is set, so its workers inherit it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
+    # address="local": always a new cluster, never one another process left in /tmp/ray
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
     yield ray
     ray.shutdown()
 

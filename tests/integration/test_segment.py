@@ -39,7 +39,7 @@ def _reference(loaded, window: list[str], heads, kind: str) -> np.ndarray:
     """Per-sentence sums of head outputs, the slow way: one unpadded window, token by token."""
     tok = loaded.tokenizer
     ids = [tok(s, add_special_tokens=False)["input_ids"] for s in window]
-    row = [tok.cls_token_id, *sum(ids, []), tok.sep_token_id]
+    row = [tok.cls_token_id, *(i for sentence_ids in ids for i in sentence_ids), tok.sep_token_id]
     z = {}
     with torch.inference_mode(), head_taps(loaded, lambda layer, q, k, zz: z.__setitem__(layer, zz)):
         loaded.model(input_ids=torch.tensor([row]))
@@ -74,7 +74,7 @@ def test_windowed_vectors_come_from_the_most_central_window(tiny):
     got = sentence_vectors(tiny, [sentences], heads, kind="cosine", window=64)[0]
     for s in range(9):
         # the window giving sentence s the most tokens on its shorter side
-        def context(w):
+        def context(w, s=s):
             a, b = w
             before = sum(lengths[a:s])
             return min(before, sum(lengths[a:b]) - before - lengths[s]) if a <= s < b else -1

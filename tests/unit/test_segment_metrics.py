@@ -123,6 +123,9 @@ def test_heads_vote_equally_after_standardising():
 def test_depth_scores_by_hand():
     s = np.array([1.0, 1.0, -2.0, 1.0, 1.0, 0.5, 1.0, 1.0])
     np.testing.assert_allclose(depth_scores(s), [0, 0, 6, 0, 0, 1, 0, 0])
+    # long climbs: from gap 3 left over 1, 2, 3 and right over 1, 2 -> 3 + 2; plateaus are climbed too
+    np.testing.assert_allclose(depth_scores(np.array([3.0, 2, 1, 0, 1, 2])), [0, 1, 2, 5, 1, 0])
+    np.testing.assert_allclose(depth_scores(np.array([2.0, 1, 1, 2])), [0, 2, 2, 0])
 
 
 def test_boundaries_cutoff_and_given_count():

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnsim import store
-from attnsim.store import Layout, create_store, is_transient, read_unit, with_retries, write_marker, write_unit
+from attnsim import retry, store
+from attnsim.retry import is_transient, with_retries
+from attnsim.store import Layout, create_store, read_unit, write_marker, write_unit
 
 LAYOUT = Layout(n_windows=10, max_tokens=6, n_layers=2, n_heads=2, head_size=4, k=3, n_categories=8, windows_per_shard=4, tiers=("default",))
 
@@ -36,7 +37,7 @@ def url(tmp_path) -> str:
 @pytest.fixture
 def no_sleep(monkeypatch):
     slept = []
-    monkeypatch.setattr(store.time, "sleep", slept.append)
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
     return slept
 
 
