@@ -23,7 +23,8 @@ from attnsim.errors import UserError
 from attnsim.logs import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-attention head output similarities over a corpus.")
-console = Console()
+# Piped or logged output (ray job logs, CI) has no width: give tables room instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

@@ -125,11 +125,6 @@ def block_partial(
     lh = lay * n_heads + head  # flat (layer, head) index
     size = n_layers * n_heads
 
-    def per_head(mask=None, weights=None):
-        sel = lh if mask is None else lh[mask]
-        wts = None if weights is None else (weights if mask is None else weights[mask])
-        return np.bincount(sel, weights=wts, minlength=size).reshape(n_layers, n_heads)
-
     # 1-D gathers at flat positions (window * T + token) are several times faster than 2-D ones.
     ids_flat, sid_flat = input_ids.ravel(), sentence_id.ravel()
     src, dst = win * t + i, win * t + j
@@ -143,22 +138,27 @@ def block_partial(
     same = real_j & (sid_flat[src] == sid_j)
     rep = real_j & (ids_flat[src] == target)
 
-    hist = np.bincount(lh[real_j] * t + dist[real_j], minlength=size * t).reshape(n_layers, n_heads, t)
+    # The four flags of a pair as bits of one code, so that a single bincount over (key, code)
+    # counts every flag per key at once instead of one masked pass per flag.
+    code = real_j.astype(np.int32) | (same << 1) | (rep << 2) | (is_sep << 3)
+    dist_real = np.where(real_j, dist, 0).astype(np.float64)
+
+    def flag_counts(key: np.ndarray, n_keys: int) -> dict[str, np.ndarray]:
+        by_code = np.bincount(key * 16 + code, minlength=n_keys * 16).reshape(n_keys, 16)
+        has = lambda bit: by_code[:, [c for c in range(16) if c >> bit & 1]].sum(1)  # noqa: E731
+        return {
+            "n_high_all": by_code.sum(1), "n_high": has(0), "n_same": has(1), "n_rep": has(2), "n_sep": has(3),
+            "sum_distance": np.bincount(key, weights=dist_real, minlength=n_keys),
+        }
+
+    heads = {k: v.reshape(n_layers, n_heads) for k, v in flag_counts(lh, size).items()}
+    overflow = size * t  # pairs that are not real go to one extra bin, dropped below
+    hist = np.bincount(np.where(real_j, lh * t + dist, overflow), minlength=overflow + 1)[:overflow].reshape(n_layers, n_heads, t)
     n_all_d, window_pairs = all_pair_counts(input_ids, sentence_id)
 
     # Per-window, per-layer sums for the bootstrap: (W, L, S).
-    wl = win * n_layers + lay
-    stats = np.stack(
-        [
-            np.bincount(wl[real_j], minlength=w * n_layers),
-            np.bincount(wl[real_j], weights=dist[real_j], minlength=w * n_layers),
-            np.bincount(wl[same], minlength=w * n_layers),
-            np.bincount(wl[rep], minlength=w * n_layers),
-            np.bincount(wl[is_sep], minlength=w * n_layers),
-            np.bincount(wl, minlength=w * n_layers),
-        ],
-        axis=-1,
-    ).reshape(w, n_layers, len(WINDOW_STATS))
+    per_wl = flag_counts(win * n_layers + lay, w * n_layers)
+    stats = np.stack([per_wl[name] for name in WINDOW_STATS], axis=-1).reshape(w, n_layers, len(WINDOW_STATS))
     per_window = np.concatenate([stats, np.broadcast_to(window_pairs[:, None, :], (w, n_layers, 3))], axis=-1)
     # Poisson(1) weights per window, seeded by the block's first window: the same for any grouping.
     weights = np.random.default_rng([seed, start]).poisson(1.0, size=(n_boot, w)).astype(np.float64)
@@ -189,12 +189,12 @@ def block_partial(
     tokens = pl.DataFrame({"token": nz.astype(np.int32), "count": token_counts[nz].astype(np.int64)})
     return Partial(
         n_windows=w,
-        n_high_all=per_head(),
-        n_sep=per_head(is_sep),
-        n_high=per_head(real_j),
-        sum_distance=per_head(real_j, dist.astype(np.float64)),
-        n_same=per_head(same),
-        n_rep=per_head(rep),
+        n_high_all=heads["n_high_all"],
+        n_sep=heads["n_sep"],
+        n_high=heads["n_high"],
+        sum_distance=heads["sum_distance"],
+        n_same=heads["n_same"],
+        n_rep=heads["n_rep"],
         hist_high=hist,
         n_all_d=n_all_d,
         pair_totals=window_pairs.sum(0),

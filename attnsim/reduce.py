@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 import time
 
 import dask
@@ -238,9 +239,17 @@ def reduce_store(cfg: RunConfig, url: str | None = None, stats_url: str | None =
 
 
 def _token_text(attrs):
+    """id -> token string. A local tokenizer.json is read with `tokenizers` alone (importing
+    transformers' AutoTokenizer costs over a second, a good part of a small corpus's reduce)."""
+    source = Path(attrs["tokenizer"]["source"])
+    if (source / "tokenizer.json").is_file():
+        from tokenizers import Tokenizer
+
+        fast = Tokenizer.from_file(str(source / "tokenizer.json"))
+        return lambda idx: fast.id_to_token(int(idx))
     from attnsim.models import load_tokenizer
 
-    tok = load_tokenizer(attrs["tokenizer"]["source"])
+    tok = load_tokenizer(str(source))
     return lambda idx: tok.convert_ids_to_tokens(int(idx))
 
 
