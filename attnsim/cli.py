@@ -60,6 +60,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (see jobs/con
 OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default runs/default); local path or fsspec URL.")
 ModelOpt = typer.Option(None, "--model", "-m", help="Model: `minilm`, a local folder or a hub id.")
 CorpusOpt = typer.Option(None, "--corpus", help="Corpus: `lee`, a folder/glob of .txt, .jsonl/.parquet, or hf:NAME.")
+TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub to run.")
+PickleOpt = typer.Option(False, "--allow-pickle-weights", help="Allow non-safetensors weights.")
 LocalOpt = typer.Option(False, "--local", help="Run in this process without Ray (debugging, memory:// stores).")
 
 
@@ -96,8 +98,8 @@ def run(
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
     dtype: Optional[str] = typer.Option(None, help="Model weights on GPU: float32, float16, bfloat16."),
     high_mode: Optional[str] = typer.Option(None, help="High pairs: topk (default) or quantile."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub to run."),
-    allow_pickle_weights: bool = typer.Option(False, "--allow-pickle-weights", help="Allow non-safetensors weights."),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle_weights: bool = PickleOpt,
     local: bool = LocalOpt,
 ):
     """Run the whole job: prepare, extract, reduce, report (resumes an interrupted run in the same --out)."""
@@ -130,6 +132,8 @@ def prepare(
     model: Optional[str] = ModelOpt,
     corpus: Optional[str] = CorpusOpt,
     max_tokens: Optional[int] = typer.Option(None),
+    trust_remote_code: bool = TrustOpt,
+    allow_pickle_weights: bool = PickleOpt,
     local: bool = LocalOpt,
 ):
     """Stage 1: split and tokenise the corpus into windows; create the store."""
@@ -138,7 +142,9 @@ def prepare(
     def go():
         from attnsim.pipeline import stage_prepare
 
-        cfg = _stage_config(config, out, _overrides(model=model, corpus=corpus, max_tokens=max_tokens))
+        overrides = _overrides(model=model, corpus=corpus, max_tokens=max_tokens, trust_remote_code=trust_remote_code,
+                               allow_pickle_weights=allow_pickle_weights)
+        cfg = _stage_config(config, out, overrides)
         r = stage_prepare(cfg, use_ray=not local)
         word = "kept (already prepared)" if r.reused else "written"
         console.print(f"store {r.url} {word}: {r.n_documents} documents, {r.n_windows} windows, {r.n_tokens} tokens")

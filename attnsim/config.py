@@ -65,7 +65,7 @@ class RunConfig(BaseModel):
     batch_size: int = Field(8, ge=1)  # windows per forward pass
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # model weights; S sums stay fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the actor's GPU if it was given one
-    workers: int | None = None  # actor pool size; default: one per GPU, else one per 2 CPUs
+    workers: int | None = None  # actor pool size; default: actors_per_gpu per GPU, else one per 4 CPUs (cpus_per_worker)
     actors_per_gpu: int = Field(1, ge=1)  # several small models can share one GPU
     cpus_per_worker: int | None = None  # CPU actors: cores each (torch threads); default all/workers
     max_unit_retries: int = Field(3, ge=0)  # a unit whose actor died is retried this many times

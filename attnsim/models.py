@@ -212,6 +212,8 @@ def _not_loadable(name: str, error: Exception, weights: bool = False) -> str:
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if weights and "safetensors" in str(error).lower():
         return f"model {name!r} has no safetensors weights; pass --allow-pickle-weights if you trust its .bin files"
+    if "trust_remote_code" in str(error):
+        return f"model {name!r} needs to run code from its repository; pass --trust-remote-code if you trust it"
     hint = "a local folder with config.json, or a hub id reachable from here (HF cache or network)"
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         hint += "; HF_HUB_OFFLINE=1 is set"

@@ -110,18 +110,23 @@ def replicate_store(src: str, dst: str, times: int) -> None:
 
 
 def reduce_probe(store: str, out: str, bootstrap: int) -> dict:
-    """Reduce in a fresh process: wall time and peak RSS (and the RSS after imports)."""
+    """Reduce in a fresh process: wall time, peak RSS, and the peak RSS growth during the reduce
+    (sampled every 5 ms against the RSS just before it, so imports do not hide the working set)."""
     code = (
-        "import json, resource, sys, time\n"
+        "import json, threading, time, psutil\n"
         "from attnsim.config import RunConfig\n"
         "from attnsim.reduce import reduce_store\n"
-        "import attnsim.models, polars, dask.array\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "import attnsim.models, polars, dask.array, tokenizers\n"
+        "proc = psutil.Process(); before = proc.memory_info().rss; peak = [before]; done = threading.Event()\n"
+        "def sample():\n"
+        "    while not done.is_set():\n"
+        "        peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.005)\n"
+        "threading.Thread(target=sample, daemon=True).start()\n"
         "t = time.perf_counter()\n"
         f"reduce_store(RunConfig(out={out!r}, bootstrap={bootstrap}), url={store!r})\n"
-        "wall = time.perf_counter() - t\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps({'wall': wall, 'peak_kib': peak, 'after_imports_kib': base}))\n"
+        "wall = time.perf_counter() - t; done.set()\n"
+        "peak[0] = max(peak[0], proc.memory_info().rss)\n"
+        "print(json.dumps({'wall': wall, 'peak_mib': peak[0] / 2**20, 'growth_mib': (peak[0] - before) / 2**20}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -202,11 +207,12 @@ def main(argv=None) -> dict:
     one, four = probes[1], probes[4]
     results["reduce_seconds"] = one["wall"]
     results["reduce_over_extract"] = one["wall"] / med["extract_default"]
-    results["reduce_peak_mib_1x"] = one["peak_kib"] / 1024
-    results["reduce_peak_mib_4x"] = four["peak_kib"] / 1024
-    results["reduce_memory_4x_over_1x"] = four["peak_kib"] / one["peak_kib"]
-    results["reduce_growth_mib_1x"] = (one["peak_kib"] - one["after_imports_kib"]) / 1024
-    results["reduce_growth_mib_4x"] = (four["peak_kib"] - four["after_imports_kib"]) / 1024
+    results["reduce_peak_mib_1x"] = one["peak_mib"]
+    results["reduce_peak_mib_4x"] = four["peak_mib"]
+    results["reduce_growth_mib_1x"] = one["growth_mib"]
+    results["reduce_growth_mib_4x"] = four["growth_mib"]
+    # The goal's ratio: the reduce's own working memory (growth above the process before it), 4x vs 1x.
+    results["reduce_memory_4x_over_1x"] = four["growth_mib"] / max(one["growth_mib"], 1.0)
 
     e2e = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(args.batch_size)])
     results["run_seconds"] = e2e
@@ -275,8 +281,9 @@ def markdown(r: dict, smoke: bool) -> str:
         )
     lines += [
         "",
-        f"Reduce: {r['reduce_seconds']:.2f} s; peak RSS {r['reduce_peak_mib_1x']:.0f} MiB (1x) vs {r['reduce_peak_mib_4x']:.0f} MiB (4x); "
-        f"growth above the imports {r['reduce_growth_mib_1x']:.0f} MiB vs {r['reduce_growth_mib_4x']:.0f} MiB.",
+        f"Reduce: {r['reduce_seconds']:.2f} s on the corpus. Its memory, 1x vs 4x the corpus: process peak RSS "
+        f"{r['reduce_peak_mib_1x']:.0f} vs {r['reduce_peak_mib_4x']:.0f} MiB; growth during the reduce "
+        f"{r['reduce_growth_mib_1x']:.0f} vs {r['reduce_growth_mib_4x']:.0f} MiB (the goal's ratio).",
         f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",
         "",
     ]

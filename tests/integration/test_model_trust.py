@@ -47,7 +47,7 @@ def code_model(tmp_path, tiny_bert, monkeypatch) -> tuple[Path, Path]:
 
 def test_model_code_never_runs_without_trust_remote_code(code_model):
     folder, sentinel = code_model
-    with pytest.raises(UserError, match="could not be loaded"):
+    with pytest.raises(UserError, match="needs to run code from its repository; pass --trust-remote-code"):
         load_model(str(folder))
     assert not sentinel.exists()
 
