@@ -60,3 +60,15 @@ def array_digest(store: str | Path) -> dict[str, str]:
     """sha256 of every chunk/shard object of the store's arrays (metadata excluded)."""
     folder = Path(store)
     return {k: v for k, v in tree_digest(folder).items() if "/c/" in k or k.startswith("_markers")}
+
+
+def kill_processes(procs, timeout: float = 15) -> None:
+    """SIGKILL each process (gone already is fine) and wait for them: Ray leftovers of one test."""
+    import psutil
+
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)

@@ -25,9 +25,11 @@ def test_run_prints_summary_and_paths(default_run):
     out, r = default_run
     assert "per layer" in r.stdout and "mean dist" in r.stdout
     for path in ("store.zarr", "stats/head_stats.parquet", "stats/distance_decay.parquet", "stats/anchors.parquet",
-                 "stats/layer_summary.parquet", "stats/summary.json"):
+                 "stats/layer_summary.parquet", "stats/summary.json", "report/report.html", "report/head_map.png"):
         assert (out / path).exists(), path
-        assert path.split("/")[-1] in r.stdout
+        if not path.startswith("report/"):
+            assert path.split("/")[-1] in r.stdout
+    assert "report" in r.stdout
 
 
 def test_statistics_cover_every_head(default_run):

@@ -21,6 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from helpers import kill_processes
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PORTS = (
@@ -61,13 +63,7 @@ def stop_head(head: subprocess.Popen, temp_dir: str) -> None:
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
             head.kill()
-    left = _session_processes(head.pid, temp_dir)
-    for proc in left:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(left, timeout=10)
+    kill_processes(_session_processes(head.pid, temp_dir), timeout=10)
 
 
 @pytest.fixture(scope="module")

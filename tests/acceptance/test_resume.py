@@ -26,7 +26,7 @@ import pytest
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.pipeline import stage_extract, stage_prepare
-from helpers import DOCS, array_digest, make_corpus, make_tiny_model, tree_digest
+from helpers import DOCS, array_digest, kill_processes, make_corpus, make_tiny_model, tree_digest
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 N_UNITS = 29  # the corpus_dir fixture at max_tokens 32: 29 windows, one per unit
@@ -98,13 +98,7 @@ def session_processes(sid: int) -> list[psutil.Process]:
 
 
 def kill_session(sid: int) -> None:
-    procs = session_processes(sid)
-    for proc in procs:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=15)
+    kill_processes(session_processes(sid))
 
 
 def test_driver_killed_mid_extraction_resumes_with_the_same_command(tiny_bert, corpus_dir, tmp_path, reference):
