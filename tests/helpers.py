@@ -72,3 +72,11 @@ def kill_processes(procs, timeout: float = 15) -> None:
         except psutil.Error:
             pass
     psutil.wait_procs(procs, timeout=timeout)
+
+
+def extract_in_process(cfg) -> None:
+    """Prepare and extract a run without Ray: the undisturbed reference many tests compare against."""
+    from attnsim.pipeline import stage_extract, stage_prepare
+
+    stage_prepare(cfg, use_ray=False)
+    assert stage_extract(cfg, use_ray=False)["remaining"] == 0

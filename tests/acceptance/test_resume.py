@@ -25,8 +25,8 @@ import pytest
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.pipeline import stage_extract, stage_prepare
-from helpers import DOCS, array_digest, kill_processes, make_corpus, make_tiny_model, tree_digest
+from attnsim.pipeline import stage_prepare
+from helpers import DOCS, array_digest, extract_in_process, kill_processes, make_corpus, make_tiny_model, tree_digest
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 N_UNITS = 29  # the corpus_dir fixture at max_tokens 32: 29 windows, one per unit
@@ -70,8 +70,7 @@ def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
 def reference(tiny_bert, corpus_dir, tmp_path_factory) -> RunConfig:
     """An undisturbed run, extracted in process (its bytes equal a Ray run's)."""
     cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp("reference"))
-    stage_prepare(cfg, use_ray=False)
-    assert stage_extract(cfg, use_ray=False)["remaining"] == 0
+    extract_in_process(cfg)
     return cfg
 
 

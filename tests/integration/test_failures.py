@@ -17,7 +17,7 @@ import pytest
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store import completed_units
-from helpers import array_digest
+from helpers import array_digest, extract_in_process
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
@@ -29,8 +29,7 @@ def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
 def undisturbed(tiny_bert, corpus_dir, tmp_path_factory) -> dict:
     """The reference bytes: the same run in process, nothing killed (Ray and local runs are identical)."""
     cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp("undisturbed"))
-    stage_prepare(cfg, use_ray=False)
-    assert stage_extract(cfg, use_ray=False)["remaining"] == 0
+    extract_in_process(cfg)
     digest = array_digest(cfg.store_url)
     assert len([k for k in digest if k.startswith("_markers")]) == 15  # 15 units: enough to die among
     return digest

@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from attnsim.config import RunConfig
-from attnsim.pipeline import stage_extract, stage_prepare
+from helpers import extract_in_process
 from attnsim.reduce import reduce_store
 
 
@@ -18,8 +18,7 @@ from attnsim.reduce import reduce_store
 def dense_run(tiny_bert, corpus_dir, tmp_path_factory):
     cfg = RunConfig(model=tiny_bert, corpus=corpus_dir, out=str(tmp_path_factory.mktemp("q")), max_tokens=32,
                     windows_per_shard=4, tiers=["dense"], high_mode="quantile", quantile=0.9, bootstrap=0)
-    stage_prepare(cfg, use_ray=False)
-    stage_extract(cfg, use_ray=False)
+    extract_in_process(cfg)
     return cfg
 
 

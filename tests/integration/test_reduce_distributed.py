@@ -11,8 +11,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from attnsim.config import RunConfig
+from helpers import extract_in_process
 from attnsim.errors import UserError
-from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.reduce import check_scheduler, reduce_store
 
 TABLES = ("head_stats", "distance_decay", "anchors", "layer_summary")
@@ -24,8 +24,7 @@ def store(tiny_bert, corpus_dir, tmp_path_factory) -> RunConfig:
         model=tiny_bert, corpus=corpus_dir, out=str(tmp_path_factory.mktemp("dist")), max_tokens=32,
         windows_per_shard=4, batch_size=4, bootstrap=20, tiers=["default", "vectors"],
     )
-    stage_prepare(cfg, use_ray=False)
-    stage_extract(cfg, use_ray=False)
+    extract_in_process(cfg)
     return cfg
 
 
