@@ -6,6 +6,11 @@ window order; each layer's S and top-k are computed as the layer finishes (in th
 layers' T x T matrices never coexist. Every unit writes whole shards, then its marker, so the
 bytes do not depend on the number of workers, the order, retries or restarts.
 
+Several units may be in flight on one Extractor (`units_in_flight`): their computes take turns under
+a lock while the other units' compression and writes run beside it (on a GPU, several writers keep
+up with the device). The bytes are those of the serial path: the same arrays reach the same
+`write_unit`.
+
 Example::
 
     extractor = Extractor(cfg)
@@ -15,7 +20,10 @@ Example::
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -30,6 +38,16 @@ def pick_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def sentences_per_window(sentence_id: np.ndarray) -> int:
+    """The most sentences any window (row) spans; sentence ids are -1 on special tokens and padding."""
+    real = sentence_id >= 0
+    if not real.any():
+        return 0
+    big = np.iinfo(sentence_id.dtype).max
+    span = np.where(real, sentence_id, -1).max(1) - np.where(real, sentence_id, big).min(1) + 1
+    return int(span[real.any(1)].max())
 
 
 class UnitComputer:
@@ -77,8 +95,10 @@ class UnitComputer:
 
         for rows, ids, valid in self.batches(input_ids, length):
             tb = ids.shape[1]
-            sent = torch.from_numpy(sentence_id[rows, :tb].astype(np.int64)).to(self.device)
+            sent_host = sentence_id[rows, :tb].astype(np.int64)
+            sent = torch.from_numpy(sent_host).to(self.device)
             ctx = {
+                "n_sentences": sentences_per_window(sent_host),
                 "valid": valid,
                 "cls": ids.eq(self.cls) & valid,
                 "sep": ids.eq(self.sep) & valid,
@@ -124,8 +144,15 @@ class UnitComputer:
             results.append(("topk_index", layer, index.to(torch.int16)))
             results.append(("topk_value", layer, value.to(torch.float16)))
             scores = attention_scores(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
-            mass = attention_mass(scores, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"])  # (B, H, C)
+            mass = attention_mass(scores, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"], ctx["n_sentences"])  # (B, H, C)
             results.append(("attention_mass", layer, mass))
+
+
+def units_in_flight(cfg: RunConfig, device_type: str) -> int:
+    """Units one extractor holds at once: one computing, `unit_writers` being written. On a CPU one
+    writer suffices (compute dominates, and more would take cores from torch); a GPU computes a unit
+    faster than one thread compresses it."""
+    return 1 + (cfg.unit_writers or (4 if device_type == "cuda" else 1))
 
 
 class Extractor:
@@ -156,12 +183,18 @@ class Extractor:
             batch_size=cfg.batch_size,
         )
         self.tier_arrays = [name for tier in attrs["tiers"] for name in TIER_ARRAYS[tier]]
+        self._compute_lock = threading.Lock()  # one compute at a time: the model and torch's threads are shared
 
     def run_unit(self, unit: int) -> dict:
-        """Compute, write whole shards, then the marker. Returns the marker's content."""
+        """Compute, write whole shards, then the marker. Returns the marker's content.
+
+        Thread-safe: callers (threads, or a Ray actor with concurrency) may run `units_in_flight`
+        units at once; only the writes overlap.
+        """
         began = time.perf_counter()
         tokens = read_unit(self.root, self.layout, unit, ("input_ids", "sentence_id", "length"))
-        arrays = self.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
+        with self._compute_lock:
+            arrays = self.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
         write_unit(self.root, self.layout, unit, arrays)
         start, stop = self.layout.unit_windows(unit)
         info = {
@@ -172,3 +205,26 @@ class Extractor:
         }
         write_marker(self.url, unit, info)
         return {**info, "unit": unit, "seconds": time.perf_counter() - began, "pid": os.getpid()}
+
+    def run_units(self, units: Iterable[int], on_unit: Callable[[dict], None] = lambda info: None) -> int:
+        """Every unit in this process, `units_in_flight` at a time (writes beside the next compute).
+        `on_unit` gets each marker as its unit ends; the first error stops the rest and is raised."""
+        pending, queue, done = set(), iter(units), 0
+        lanes = units_in_flight(self.cfg, self.device.type)
+        with ThreadPoolExecutor(lanes, thread_name_prefix="attnsim-unit") as pool:
+            try:
+                for unit in queue:
+                    pending.add(pool.submit(self.run_unit, unit))
+                    if len(pending) < lanes:
+                        continue
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        on_unit(future.result())
+                        done += 1
+                for future in pending:
+                    on_unit(future.result())
+                    done += 1
+            finally:
+                for future in pending:
+                    future.cancel()
+        return done

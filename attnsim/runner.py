@@ -1,9 +1,9 @@
 """Scheduling, the one place Ray appears: the prepare fan-out and the extraction actor pool.
 
 The pool holds one actor per GPU (``actors_per_gpu`` to share one) or, on a CPU cluster, actors of
-``cpus_per_worker`` cores. Each actor loads the model once and takes one unit at a time. An actor
-that dies (worker killed, node lost) costs only its unit: the unit goes back to the queue for any
-running actor, a replacement is started and joins once it runs (after a node loss it may never
+``cpus_per_worker`` cores. Each actor loads the model once and holds several units at a time (one
+computing, the others being written: see `extract.units_in_flight`). An actor that dies (worker killed,
+node lost) costs only its units in flight: they go back to the queue for any running actor, a replacement is started and joins once it runs (after a node loss it may never
 find a free GPU; the job then ends on the remaining actors), and the job ends with the same bytes.
 A unit that raises a Python error is a data bug and is not retried.
 
@@ -26,7 +26,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.extract import Extractor
+from attnsim.extract import Extractor, units_in_flight
 
 log = logging.getLogger("attnsim")
 INFRA_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)
@@ -57,6 +57,8 @@ def ray_map(fn: Callable, items: list):
         yield ray.get(ref)
 
 
+# A threaded actor (max_concurrency, set at spawn): its units in flight run at once, their computes
+# serialised by the Extractor.
 @ray.remote(max_restarts=0, max_task_retries=0)
 class ExtractActor:
     def __init__(self, cfg_json: dict, threads: int | None, fail_on_unit: int | None = None):
@@ -134,24 +136,27 @@ def run_extract(
     log.info("extract: %d units on %d actors, each %s", len(units), n, options)
     cfg_json = cfg.model_dump(mode="json")
     fail_on_unit = fail_on_unit or {}
+    lanes = units_in_flight(cfg, "cuda" if "num_gpus" in options else "cpu")
 
     def spawn(slot: int):
-        return ExtractActor.options(**options).remote(cfg_json, threads, fail_on_unit.pop(slot, None))
+        return ExtractActor.options(**options, max_concurrency=lanes).remote(cfg_json, threads, fail_on_unit.pop(slot, None))
 
     actors = {slot: spawn(slot) for slot in range(n)}
     queue = collections.deque(units)
     attempts = collections.Counter()
-    in_flight: dict = {}  # ref of run_unit -> (slot, unit)
+    in_flight: dict = {}  # ref of run_unit -> (slot, unit, the actor handle it was sent to)
     starting: dict = {}  # ref of a replacement's info() -> slot: it gets units only once it runs
     start_failures = collections.Counter()  # slot -> replacements that died before starting
-    idle = collections.deque(actors)  # actors without a unit (the first ones: Ray queues their calls)
+    # Free lanes, a slot once per unit it can take more (the first actors: Ray queues their calls).
+    # Round-robin order, so every actor gets a unit before any gets its second.
+    idle = collections.deque(slot for _ in range(lanes) for slot in actors)
     done = retried = 0
 
     def feed() -> None:
         while queue and idle:
             slot = idle.popleft()
             unit = queue.popleft()
-            in_flight[actors[slot].run_unit.remote(unit)] = (slot, unit)
+            in_flight[actors[slot].run_unit.remote(unit)] = (slot, unit, actors[slot])
 
     def replace(slot: int) -> None:
         # A replacement is not handed a unit until it has started: after a node loss there may be
@@ -160,6 +165,9 @@ def run_extract(
         ray.kill(actors[slot], no_restart=True)
         actors[slot] = spawn(slot)
         starting[actors[slot].info.remote()] = slot
+        idle_lanes = [s for s in idle if s != slot]  # the dead actor's free lanes go with it
+        idle.clear()
+        idle.extend(idle_lanes)
 
     try:
         feed()
@@ -174,7 +182,7 @@ def run_extract(
                 slot = starting.pop(ref)
                 try:
                     ray.get(ref)
-                    idle.append(slot)
+                    idle.extend([slot] * lanes)
                 except INFRA_ERRORS as e:  # its node went too, or the model cannot load there
                     start_failures[slot] += 1
                     log.warning("replacement actor %d did not start (%s)", slot, type(e).__name__)
@@ -182,7 +190,8 @@ def run_extract(
                         replace(slot)  # else the pool shrinks by one; the others take its units
                 feed()
                 continue
-            slot, unit = in_flight.pop(ref)
+            slot, unit, actor = in_flight.pop(ref)
+            current = actor is actors[slot]  # False: a unit of an actor that was already replaced
             try:
                 info = ray.get(ref)
             except INFRA_ERRORS as e:
@@ -192,16 +201,18 @@ def run_extract(
                 log.warning("actor for unit %06d died (%s); retrying it on another actor", unit, type(e).__name__)
                 retried += 1
                 queue.appendleft(unit)
-                replace(slot)
+                if current:  # its other unit in flight fails too, and must not replace the replacement
+                    replace(slot)
                 feed()
                 continue
             done += 1
             on_unit(info)
-            idle.append(slot)
+            if current:
+                idle.append(slot)
             feed()
         if queue:
             raise RuntimeError(f"no extraction actor could be started; {len(queue)} units were not extracted")
-        pool = _pool_info([actors[slot] for slot in sorted(idle)])
+        pool = _pool_info([actors[slot] for slot in sorted(set(idle))])
     finally:  # also on a data error in a unit (not retried): never leave actors holding GPUs
         for actor in actors.values():
             ray.kill(actor, no_restart=True)
@@ -219,7 +230,5 @@ def _pool_info(actors: list) -> list[dict]:
 
 def run_extract_local(cfg: RunConfig, units: list[int], on_unit: Callable[[dict], None] = lambda info: None) -> dict:
     """The same units in this process, without Ray (debugging, `memory://` stores, tests)."""
-    extractor = Extractor(cfg)
-    for unit in units:
-        on_unit(extractor.run_unit(unit))
-    return {"done": len(units), "retried": 0, "actors": 0}
+    done = Extractor(cfg).run_units(units, on_unit)
+    return {"done": done, "retried": 0, "actors": 0}

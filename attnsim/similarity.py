@@ -95,12 +95,14 @@ def attention_mass(
     is_sep: torch.Tensor,
     is_punct: torch.Tensor,
     sentence: torch.Tensor,
+    n_sentences: int | None = None,
 ) -> torch.Tensor:
     """Mean over valid query tokens of the attention mass per category (Clark et al. 2019).
 
     scores: (B, H, T, J) masked attention logits from `attention_scores` (consumed: turned into
     probabilities in place). valid, is_cls, is_sep, is_punct: (B, T) bool; sentence: (B, T) int
-    (-1 = special/padding). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
+    (-1 = special/padding); n_sentences: the most sentences in one window, if the caller knows it
+    (reading it off the tensor makes a GPU wait). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
     """
     b, h, t, _ = scores.shape
     p = torch.softmax(scores, dim=-1)  # (B, H, T, J)
@@ -114,7 +116,9 @@ def attention_mass(
     real = sentence >= 0
     first = torch.where(real, sentence, torch.iinfo(sentence.dtype).max).amin(-1, keepdim=True)
     sentence = torch.where(real, sentence - first, -1)
-    n_sent = int(sentence.max().item()) + 1 if sentence.numel() else 0
+    if n_sentences is None:
+        n_sentences = int(sentence.max().item()) + 1 if sentence.numel() else 0
+    n_sent = n_sentences
     onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sent, 1)) & (sentence >= 0)[..., None]
     keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1).to(p.dtype)
     sums = p @ keys[:, None]  # (B, H, T, 3 + S)

@@ -10,6 +10,11 @@ time of `attnsim run` end to end divided by the bare forward time over the same 
 
     python -m benchmarks.harness                 # full run (minutes), writes benchmarks/RESULTS.md
     python -m benchmarks.harness --smoke --out /tmp/bench   # seconds; what CI runs
+    python -m benchmarks.harness --device cuda --dtype float16 --batch-size 32 --extract-only \
+        --results benchmarks/RESULTS-gpu.md      # on a GPU machine: the extract rows only
+
+`--compare-serial` also times the default tier with one unit at a time (no write overlap), to
+show what overlapping a unit's writes with the next unit's compute buys on this machine.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 
 from attnsim.config import RunConfig
 from attnsim.corpus import prepare, token_classes
-from attnsim.extract import Extractor
+from attnsim.extract import Extractor, units_in_flight
 from attnsim.models import load_model
 from attnsim.store import TIER_ARRAYS, TOKEN_ARRAYS, Layout, create_store, layout_from_attrs, open_store, read_unit, write_marker, write_unit
 
@@ -68,20 +73,32 @@ def store_for(base_url: str, url: str, tiers: tuple[str, ...]) -> None:
         write_unit(root, layout, unit, read_unit(base, layout, unit, TOKEN_ARRAYS))
 
 
+def synchronize(extractor: Extractor) -> None:
+    """Wait for queued device work, so that a host clock measures it (a no-op on the CPU)."""
+    if extractor.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def bare_pass(extractor: Extractor, units) -> float:
     """The model alone over the same windows, batched exactly as extraction batches them."""
+    synchronize(extractor)
     began = time.perf_counter()
     with torch.inference_mode():
         for tokens in units:
             for _, ids, valid in extractor.computer.batches(tokens["input_ids"], tokens["length"]):
                 extractor.loaded.model(input_ids=ids, attention_mask=valid.long())
+    synchronize(extractor)
     return time.perf_counter() - began
 
 
-def extract_pass(extractor: Extractor, units_range) -> float:
+def extract_pass(extractor: Extractor, units_range, serial: bool = False) -> float:
+    """attnsim's extraction as a job runs it (writes beside the next unit's compute), or serial."""
     began = time.perf_counter()
-    for unit in units_range:
-        extractor.run_unit(unit)
+    if serial:
+        for unit in units_range:
+            extractor.run_unit(unit)
+    else:
+        extractor.run_units(units_range)
     return time.perf_counter() - began
 
 
@@ -150,18 +167,29 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--dense-windows", type=int, default=64, help="the dense tier is measured on this many windows")
+    ap.add_argument("--windows-per-shard", type=int, default=32, help="windows per unit (a batch never spans units)")
+    ap.add_argument("--corpus", default="lee")
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model weights (GPU only)")
+    ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
+    ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     repeats = 1 if args.smoke else args.repeats
-    corpus = small_corpus(out, 6) if args.smoke else "lee"
+    corpus = small_corpus(out, 6) if args.smoke else args.corpus
     max_tokens = 64 if args.smoke else args.max_tokens
-    wps = 4 if args.smoke else 32
+    wps = 4 if args.smoke else args.windows_per_shard
     threads = torch.get_num_threads()
+    dtype = args.dtype if args.device == "cuda" else "float32"
 
-    cfg = RunConfig(corpus=corpus, out=str(out / "base"), max_tokens=max_tokens, batch_size=args.batch_size, windows_per_shard=wps)
-    loaded = load_model(cfg.model)
+    cfg = RunConfig(
+        corpus=corpus, model=args.model, out=str(out / "base"), max_tokens=max_tokens, batch_size=args.batch_size,
+        windows_per_shard=wps, device=args.device, dtype=dtype,
+    )
+    loaded = load_model(cfg.model, device=args.device, dtype=dtype)
     info = {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
     shutil.rmtree(out / "base", ignore_errors=True)
     prep = prepare(cfg, info)
@@ -179,24 +207,49 @@ def main(argv=None) -> dict:
         unit_sets[name] = range(n_units)
         tokens_of[name] = [read_unit(open_store(url), base_layout, u, ("input_ids", "length")) for u in unit_sets[name]]
 
-    bare_pass(extractors["default"], tokens_of["default"][:1])  # warm-up: first-call allocations, lazy init
-    extract_pass(extractors["default"], range(1))
+    for name in tiers:  # warm-up: first-call allocations, lazy init, the GPU's kernel selection
+        bare_pass(extractors[name], tokens_of[name][:1])
+        extract_pass(extractors[name], range(1))
     times: dict[str, list[float]] = {f"bare_{n}": [] for n in tiers} | {f"extract_{n}": [] for n in tiers}
+    if args.compare_serial:
+        times["extract_serial_default"] = []
     for _ in range(repeats):  # interleaved: A B A B ..., so drift on a shared machine hits all alike
         for name in tiers:
             times[f"bare_{name}"].append(bare_pass(extractors[name], tokens_of[name]))
             times[f"extract_{name}"].append(extract_pass(extractors[name], unit_sets[name]))
+        if args.compare_serial:
+            times["extract_serial_default"].append(extract_pass(extractors["default"], unit_sets["default"], serial=True))
     med = {k: statistics.median(v) for k, v in times.items()}
 
-    results: dict = {"corpus_tokens": prep.n_tokens, "windows": prep.n_windows, "repeats": repeats, "torch_threads": threads}
+    results: dict = {
+        "corpus_tokens": prep.n_tokens, "windows": prep.n_windows, "repeats": repeats, "torch_threads": threads,
+        "device": args.device, "dtype": dtype, "batch_size": args.batch_size, "windows_per_shard": wps,
+        "units_in_flight": units_in_flight(cfg, args.device),
+    }
     for name in tiers:
         toks = sum(int(t["length"].sum()) for t in tokens_of[name])
         results[f"bare_tokens_per_s_{name}"] = toks / med[f"bare_{name}"]
         results[f"extract_tokens_per_s_{name}"] = toks / med[f"extract_{name}"]
         results[f"extract_over_bare_{name}"] = med[f"bare_{name}"] / med[f"extract_{name}"]
         results[f"bytes_per_token_{name}"] = tier_bytes(str(out / f"store_{name}.zarr"), name) / toks
+    if args.compare_serial:
+        results["serial_over_overlapped_default"] = med["extract_serial_default"] / med["extract_default"]
+        results["extract_over_bare_serial_default"] = med["bare_default"] / med["extract_serial_default"]
     results["times"] = times
+    if not args.extract_only:
+        results.update(reduce_and_end_to_end(out, cfg, corpus, max_tokens, args.batch_size, med))
+    results["machine"] = machine()
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    table = markdown(results, args.smoke)
+    print(table)
+    target = args.results or (None if args.smoke else str(HERE / "RESULTS.md"))
+    if target:
+        Path(target).write_text(table)
+    return results
 
+
+def reduce_and_end_to_end(out: Path, cfg: RunConfig, corpus: str, max_tokens: int, batch_size: int, med: dict) -> dict:
+    results: dict = {}
     # 1x and 4x stores built from the same whole units, each reduced in a fresh process.
     default_store = str(out / "store_default.zarr")
     probes = {}
@@ -214,25 +267,20 @@ def main(argv=None) -> dict:
     # The goal's ratio: the reduce's own working memory (growth above the process before it), 4x vs 1x.
     results["reduce_memory_4x_over_1x"] = four["growth_mib"] / max(one["growth_mib"], 1.0)
 
-    e2e = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(args.batch_size)])
+    e2e = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(batch_size)])
     results["run_seconds"] = e2e
     results["run_over_bare"] = e2e / med["bare_default"]
-    results["machine"] = machine()
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results, args.smoke)
-    print(table)
-    target = args.results or (None if args.smoke else str(HERE / "RESULTS.md"))
-    if target:
-        Path(target).write_text(table)
     return results
 
 
 def machine() -> dict:
-    import dask
-    import polars
-    import ray
-    import transformers
-    import zarr
+    import importlib.metadata
+
+    def version(package: str) -> str:  # a GPU machine may run the extract rows without ray, dask, polars
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
 
     cpu = ""
     try:
@@ -247,11 +295,7 @@ def machine() -> dict:
         "device": device,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "ray": ray.__version__,
-        "zarr": zarr.__version__,
-        "dask": dask.__version__,
-        "polars": polars.__version__,
+        **{name: version(name) for name in ("transformers", "ray", "zarr", "dask", "polars")},
         "numpy": np.__version__,
     }
 
@@ -264,12 +308,16 @@ def markdown(r: dict, smoke: bool) -> str:
         f"{m['date']} · {m['device']} · {m['cpu']} · {m['cores']} cores · torch {m['torch']} ({r['torch_threads']} threads) · "
         f"transformers {m['transformers']} · ray {m['ray']} · zarr {m['zarr']} · dask {m['dask']} · polars {m['polars']}",
         "",
-        f"Corpus: {r['windows']} windows, {r['corpus_tokens']} tokens; medians of {r['repeats']} interleaved repeats.",
+        f"Corpus: {r['windows']} windows, {r['corpus_tokens']} tokens; model weights {r['dtype']} on {r['device']}, "
+        f"batch {r['batch_size']}, {r['windows_per_shard']} windows per unit, {r['units_in_flight']} units in flight "
+        f"(one computing, the others compressed and written beside it); medians of {r['repeats']} interleaved repeats.",
         "",
         "| measure | value | goal | met |",
         "|---|---|---|---|",
     ]
     for key, (op, goal) in GOALS.items():
+        if key not in r:  # --extract-only
+            continue
         value = r[key]
         met = value >= goal if op == ">=" else value <= goal
         lines.append(f"| {key} | {value:,.3f} | {op} {goal:g} | {'yes' if met else 'no'} |")
@@ -279,14 +327,21 @@ def markdown(r: dict, smoke: bool) -> str:
             f"| {name} | {r[f'bare_tokens_per_s_{name}']:,.0f} | {r[f'extract_tokens_per_s_{name}']:,.0f} | "
             f"{r[f'extract_over_bare_{name}']:.3f} | {r[f'bytes_per_token_{name}']:,.0f} |"
         )
-    lines += [
-        "",
-        f"Reduce: {r['reduce_seconds']:.2f} s on the corpus. Its memory, 1x vs 4x the corpus: process peak RSS "
-        f"{r['reduce_peak_mib_1x']:.0f} vs {r['reduce_peak_mib_4x']:.0f} MiB; growth during the reduce "
-        f"{r['reduce_growth_mib_1x']:.0f} vs {r['reduce_growth_mib_4x']:.0f} MiB (the goal's ratio).",
-        f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",
-        "",
-    ]
+    if "serial_over_overlapped_default" in r:
+        lines += [
+            "",
+            f"Default tier one unit at a time (no write overlap): extract / bare {r['extract_over_bare_serial_default']:.3f}; "
+            f"serial wall / overlapped wall {r['serial_over_overlapped_default']:.3f}.",
+        ]
+    if "reduce_seconds" in r:
+        lines += [
+            "",
+            f"Reduce: {r['reduce_seconds']:.2f} s on the corpus. Its memory, 1x vs 4x the corpus: process peak RSS "
+            f"{r['reduce_peak_mib_1x']:.0f} vs {r['reduce_peak_mib_4x']:.0f} MiB; growth during the reduce "
+            f"{r['reduce_growth_mib_1x']:.0f} vs {r['reduce_growth_mib_4x']:.0f} MiB (the goal's ratio).",
+            f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 

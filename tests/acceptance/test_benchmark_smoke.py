@@ -14,3 +14,12 @@ def test_harness_smoke(tmp_path):
         assert key in saved and saved[key] > 0, key
     assert results["corpus_tokens"] > 0
     assert not (tmp_path / "RESULTS.md").exists()  # smoke mode never overwrites the real table
+
+
+def test_harness_smoke_extract_only(tmp_path, capsys):
+    """The GPU machine's form (extract rows only, plus the serial comparison), here on the CPU."""
+    results = main(["--smoke", "--extract-only", "--compare-serial", "--out", str(tmp_path)])
+    assert results["serial_over_overlapped_default"] > 0 and results["extract_over_bare_serial_default"] > 0
+    assert "reduce_seconds" not in results and "run_seconds" not in results
+    table = capsys.readouterr().out
+    assert "one unit at a time" in table and "extract_over_bare_default" in table and "reduce_over_extract" not in table

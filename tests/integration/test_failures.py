@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from attnsim.config import RunConfig
+from attnsim.extract import units_in_flight
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store import completed_units
 from helpers import array_digest, extract_in_process
@@ -35,12 +36,12 @@ def undisturbed(tiny_bert, corpus_dir, tmp_path_factory) -> dict:
     return digest
 
 
-def test_actor_that_exits_mid_unit_costs_only_its_unit(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
+def test_actor_that_exits_mid_unit_costs_only_its_units_in_flight(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
     cfg = config(tiny_bert, corpus_dir, tmp_path)
     stage_prepare(cfg, use_ray=False)
     # slot 0's actor calls os._exit(1) when its second unit starts: no cleanup, no marker
     result = stage_extract(cfg, use_ray=True, fail_on_unit={0: 1})
-    assert result["retried"] == 1
+    assert 1 <= result["retried"] <= units_in_flight(cfg, "cpu")  # the unit it died in, and those beside it
     assert result["done"] == 15 and result["remaining"] == 0
     assert array_digest(cfg.store_url) == undisturbed
 

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from attnsim.extract import sentences_per_window
 from attnsim.similarity import MASS_CATEGORIES, attention_mass, attention_probs, similarity, split_heads, topk_neighbours
 
 
@@ -95,3 +96,13 @@ def test_attention_mass_hand_counted():
     assert np.isclose(got["next"], 0.5 / 4)
     assert np.isclose(got["same_sentence"], (0.5 + 1.0) / 4)
     assert np.isclose(got["entropy"], (2 * 0.5 * math.log(2)) / 4)
+    # The sentence count the extractor reads off the host copy (no GPU wait) gives the same masses.
+    n = sentences_per_window(sent.numpy())
+    assert n == 1
+    assert torch.equal(attention_mass(scores, valid, is_cls, is_sep, is_punct, sent, n)[0, 0], mass)
+
+
+def test_sentences_per_window_counts_the_widest_window():
+    ids = np.array([[-1, 3, 3, 4, 5, -1], [-1, 7, -1, -1, -1, -1], [-1, -1, -1, -1, -1, -1]])
+    assert sentences_per_window(ids) == 3  # sentences 3..5; the second window has 1, the third none
+    assert sentences_per_window(np.full((2, 4), -1)) == 0

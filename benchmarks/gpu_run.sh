@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The GPU machine's checks in one call (see benchmarks/RESULTS.md, "GPU"): the CUDA-vs-CPU agreement
+# tests, then the harness's extract rows for float32 and float16 weights. That machine has torch and
+# transformers but no network: zarr, pydantic, pysbd travel as wheels in .gpu/whl, minilm's weights as
+# float16 safetensors in .gpu/minilm (the package's 87 MiB of float32 would not fit the transfer), the
+# lee corpus as .gpu/lee_background.cor. Prepare .gpu with benchmarks/gpu_kit.sh on a machine with pip.
+set -euo pipefail
+out=${OUT:-/tmp/attnsim-gpu}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ATTNSIM_GPU_TEST_MODEL=$PWD/.gpu/minilm
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+python3 -c "import torch, transformers, zarr; print('torch', torch.__version__, 'transformers', transformers.__version__, 'zarr', zarr.__version__)"
+python3 -m pytest -q -p no:cacheprovider -s tests/gpu 2>&1 | tee "$out/gpu_tests.log"
+for run in "float32 8" "float16 8" "float16 32"; do
+    set -- $run
+    python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --extract-only --compare-serial \
+        --corpus .gpu/lee_background.cor --model .gpu/minilm --out "/tmp/bench-$1-$2" \
+        --results "$out/RESULTS-gpu-$1-b$2.md" 2>&1 | tee "$out/bench-$1-b$2.log" | tail -20
+    cp "/tmp/bench-$1-$2/results.json" "$out/results-gpu-$1-b$2.json"
+done
