@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from attnsim.allocator import keep_freed_memory
 from attnsim.config import RunConfig
 from attnsim.models import LoadedModel, head_taps, load_model
 from attnsim.similarity import attention_mass, attention_scores, key_bias, similarity, split_heads, topk_neighbours
@@ -161,6 +162,7 @@ class Extractor:
     def __init__(self, cfg: RunConfig, device: str | None = None, threads: int | None = None, loaded: LoadedModel | None = None):
         if threads:
             torch.set_num_threads(threads)  # Ray may have set OMP_NUM_THREADS=1 for this process
+        keep_freed_memory()  # each layer's T x T tensors reuse the last layer's pages (see allocator.py)
         self.cfg = cfg
         self.url = cfg.store_url
         self.root = open_store(self.url, mode="r+")
