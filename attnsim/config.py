@@ -69,8 +69,9 @@ class RunConfig(BaseModel):
     actors_per_gpu: int = Field(1, ge=1)  # several small models can share one GPU
     cpus_per_worker: int | None = None  # CPU actors: cores each (torch threads); default all/workers
     max_unit_retries: int = Field(3, ge=0)  # a unit whose actor died is retried this many times
-    unit_writers: int | None = Field(None, ge=1)  # units compressed and written beside the compute, per
-    # worker; default 1 on a CPU (the cores compute), 4 on a GPU (the host's compression is the bottleneck)
+    unit_writers: int | None = Field(None, ge=0)  # units compressed and written beside the compute, per
+    # worker; default 0 on a CPU (a writer thread only takes cores from torch), 4 on a GPU (the host's
+    # compression is the bottleneck there)
 
     # --- reduce
     high_mode: Literal["topk", "quantile"] = "topk"  # what makes a pair "high"

@@ -12,10 +12,14 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ATTNSIM_GPU
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, transformers, zarr; print('torch', torch.__version__, 'transformers', transformers.__version__, 'zarr', zarr.__version__)"
 python3 -m pytest -q -p no:cacheprovider -s tests/gpu 2>&1 | tee "$out/gpu_tests.log"
-for run in "float32 8" "float16 8" "float16 32"; do
+for run in "float32 8 4" "float16 32 4" "float16 32 1"; do  # dtype, batch, unit writers
     set -- $run
-    python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --extract-only --compare-serial \
-        --corpus .gpu/lee_background.cor --model .gpu/minilm --out "/tmp/bench-$1-$2" \
-        --results "$out/RESULTS-gpu-$1-b$2.md" 2>&1 | tee "$out/bench-$1-b$2.log" | tail -20
-    cp "/tmp/bench-$1-$2/results.json" "$out/results-gpu-$1-b$2.json"
+    name="$1-b$2-w$3"
+    python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --unit-writers "$3" --extract-only \
+        --compare-serial --corpus .gpu/lee_background.cor --model .gpu/minilm --out "/tmp/bench-$name" \
+        --results "$out/RESULTS-gpu-$name.md" 2>&1 | tail -20
+    cp "/tmp/bench-$name/results.json" "$out/results-gpu-$name.json"
 done
+python3 -m benchmarks.profile_units --device cuda --dtype float16 --batch-size 32 --units 6 --corpus .gpu/lee_background.cor \
+    --model .gpu/minilm --top 30 > "$out/profile-gpu-float16-b32.txt" 2>&1 || true
+head -60 "$out/profile-gpu-float16-b32.txt" | grep -v "^$" | cut -c1-150

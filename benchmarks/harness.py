@@ -172,6 +172,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model weights (GPU only)")
+    ap.add_argument("--unit-writers", type=int, default=None, help="units written beside the compute (default: 1 CPU, 4 GPU)")
     ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
     ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
@@ -187,7 +188,7 @@ def main(argv=None) -> dict:
 
     cfg = RunConfig(
         corpus=corpus, model=args.model, out=str(out / "base"), max_tokens=max_tokens, batch_size=args.batch_size,
-        windows_per_shard=wps, device=args.device, dtype=dtype,
+        windows_per_shard=wps, device=args.device, dtype=dtype, unit_writers=args.unit_writers,
     )
     loaded = load_model(cfg.model, device=args.device, dtype=dtype)
     info = {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}

@@ -37,7 +37,7 @@ def undisturbed(tiny_bert, corpus_dir, tmp_path_factory) -> dict:
 
 
 def test_actor_that_exits_mid_unit_costs_only_its_units_in_flight(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
-    cfg = config(tiny_bert, corpus_dir, tmp_path)
+    cfg = config(tiny_bert, corpus_dir, tmp_path, unit_writers=1)  # two units in flight on the actor
     stage_prepare(cfg, use_ray=False)
     # slot 0's actor calls os._exit(1) when its second unit starts: no cleanup, no marker
     result = stage_extract(cfg, use_ray=True, fail_on_unit={0: 1})

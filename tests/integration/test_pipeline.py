@@ -20,10 +20,13 @@ def config(tiny_bert, corpus_dir, out, **kw):
 
 @pytest.fixture(scope="module")
 def runs(tiny_bert, corpus_dir, tmp_path_factory, ray_session):
-    """The same run with 1 and 2 Ray workers, and once in process."""
+    """The same run with 1 and 2 Ray workers, and once in process; with units written one after the
+    other (one worker) and beside the next unit's compute (two workers with 2 writers each; local, 1)."""
     out = {}
-    for name, workers, use_ray in (("one", 1, True), ("two", 2, True), ("local", None, False)):
-        cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp(name), workers=workers, tiers=["default", "vectors", "dense"])
+    for name, workers, writers, use_ray in (("one", 1, 0, True), ("two", 2, 2, True), ("local", None, 1, False)):
+        cfg = config(
+            tiny_bert, corpus_dir, tmp_path_factory.mktemp(name), workers=workers, unit_writers=writers, tiers=["default", "vectors", "dense"]
+        )
         stage_prepare(cfg, use_ray=use_ray)
         result = stage_extract(cfg, use_ray=use_ray)
         assert result["remaining"] == 0
@@ -31,7 +34,7 @@ def runs(tiny_bert, corpus_dir, tmp_path_factory, ray_session):
     return out
 
 
-def test_bytes_identical_with_one_and_two_workers(runs):
+def test_bytes_identical_with_one_and_two_workers_and_overlapped_writes(runs):
     one, two, local = (array_digest(runs[n].store_url) for n in ("one", "two", "local"))
     assert len(one) > 10
     assert one == two
