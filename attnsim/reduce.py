@@ -144,7 +144,7 @@ def _compute_partial(cfg: RunConfig, root, attrs: dict, layout, scheduler):
         for unit, args in enumerate(zip(*inputs, topk, mass, dense, vectors))
     ]
     (total,) = dask.compute(_tree_sum(parts), scheduler=scheduler)
-    return total, attrs, threshold
+    return total.sorted(), attrs, threshold
 
 
 LOCAL_SCHEDULERS = ("threads", "synchronous", "processes")

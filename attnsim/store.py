@@ -190,7 +190,10 @@ def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np
     start, stop = layout.unit_windows(unit)
     for name, data in arrays.items():
         assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
-        array = root[name]
+        # Every chunk is written as it is: zarr's default compares each chunk with the fill value first
+        # to skip empty ones, 12 % of a GPU worker's time (profile in benchmarks/RESULTS.md), and a
+        # unit's chunks are never empty but for the padding windows of the last unit.
+        array = root[name].with_config({"write_empty_chunks": True})
         if replace:
             with_retries(functools.partial(_delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
         with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
