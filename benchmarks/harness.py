@@ -310,8 +310,9 @@ def markdown(r: dict, smoke: bool) -> str:
         f"transformers {m['transformers']} · ray {m['ray']} · zarr {m['zarr']} · dask {m['dask']} · polars {m['polars']}",
         "",
         f"Corpus: {r['windows']} windows, {r['corpus_tokens']} tokens; model weights {r['dtype']} on {r['device']}, "
-        f"batch {r['batch_size']}, {r['windows_per_shard']} windows per unit, {r['units_in_flight']} units in flight "
-        f"(one computing, the others compressed and written beside it); medians of {r['repeats']} interleaved repeats.",
+        f"batch {r['batch_size']}, {r['windows_per_shard']} windows per unit, units in flight per extractor: "
+        f"{r['units_in_flight']} (one computing, the others compressed and written beside it); "
+        f"medians of {r['repeats']} interleaved repeats.",
         "",
         "| measure | value | goal | met |",
         "|---|---|---|---|",
