@@ -155,6 +155,8 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
     key = (cfg.model, cfg.trust_remote_code, cfg.max_tokens, cfg.sentence_separator)
     parts = [docs[i : i + cfg.docs_per_partition] for i in range(0, len(docs), cfg.docs_per_partition)]
     rows = WindowRows()
+    if len(parts) == 1:  # one partition gains nothing from a remote task: its worker's start and imports
+        map_partitions = local_map  # took 14 s for lee's prepare vs 4 s in process (2 s of a whole run)
     for part_rows, part_problems in map_partitions(pack_partition, [(key, p) for p in parts]):
         rows.extend(part_rows)
         problems.merge(part_problems)

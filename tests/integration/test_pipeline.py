@@ -21,11 +21,13 @@ def config(tiny_bert, corpus_dir, out, **kw):
 @pytest.fixture(scope="module")
 def runs(tiny_bert, corpus_dir, tmp_path_factory, ray_session):
     """The same run with 1 and 2 Ray workers, and once in process; with units written one after the
-    other (one worker) and beside the next unit's compute (two workers with 2 writers each; local, 1)."""
+    other (one worker) and beside the next unit's compute (two workers with 2 writers each; local, 1);
+    prepared in one partition, or (two) in partitions of 4 documents fanned out as Ray tasks."""
     out = {}
-    for name, workers, writers, use_ray in (("one", 1, 0, True), ("two", 2, 2, True), ("local", None, 1, False)):
+    for name, workers, writers, partition, use_ray in (("one", 1, 0, 2000, True), ("two", 2, 2, 4, True), ("local", None, 1, 2000, False)):
         cfg = config(
-            tiny_bert, corpus_dir, tmp_path_factory.mktemp(name), workers=workers, unit_writers=writers, tiers=["default", "vectors", "dense"]
+            tiny_bert, corpus_dir, tmp_path_factory.mktemp(name), workers=workers, unit_writers=writers,
+            docs_per_partition=partition, tiers=["default", "vectors", "dense"],
         )
         stage_prepare(cfg, use_ray=use_ray)
         result = stage_extract(cfg, use_ray=use_ray)
