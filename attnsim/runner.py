@@ -1,10 +1,11 @@
 """Scheduling, the one place Ray appears: the prepare fan-out and the extraction actor pool.
 
 The pool holds one actor per GPU (``actors_per_gpu`` to share one) or, on a CPU cluster, actors of
-``cpus_per_worker`` cores. Each actor loads the model once and holds several units at a time (one
-computing, the others being written: see `extract.units_in_flight`). An actor that dies (worker killed,
-node lost) costs only its units in flight: they go back to the queue for any running actor, a replacement is started and joins once it runs (after a node loss it may never
-find a free GPU; the job then ends on the remaining actors), and the job ends with the same bytes.
+``cpus_per_worker`` cores. Each actor loads the model once and holds `extract.units_in_flight`
+units at a time (one computing, the others being written). An actor that dies (worker killed, node
+lost) costs only its units in flight: they go back to the queue for any running actor, a
+replacement is started and joins once it runs (after a node loss it may never find a free GPU; the
+job then ends on the remaining actors), and the job ends with the same bytes.
 A unit that raises a Python error is a data bug and is not retried.
 
 Example::

@@ -118,8 +118,7 @@ def attention_mass(
     sentence = torch.where(real, sentence - first, -1)
     if n_sentences is None:
         n_sentences = int(sentence.max().item()) + 1 if sentence.numel() else 0
-    n_sent = n_sentences
-    onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sent, 1)) & (sentence >= 0)[..., None]
+    onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sentences, 1)) & (sentence >= 0)[..., None]
     keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1).to(p.dtype)
     sums = p @ keys[:, None]  # (B, H, T, 3 + S)
     own = sentence.clamp_min(0)[:, None, :, None].expand(b, h, t, 1) + 3

@@ -92,7 +92,7 @@ def bare_pass(extractor: Extractor, units) -> float:
 
 
 def extract_pass(extractor: Extractor, units_range, serial: bool = False) -> float:
-    """attnsim's extraction as a job runs it (writes beside the next unit's compute), or serial."""
+    """attnsim's extraction as a job runs it (`units_in_flight` at a time), or strictly one unit at a time."""
     began = time.perf_counter()
     if serial:
         for unit in units_range:
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model weights (GPU only)")
-    ap.add_argument("--unit-writers", type=int, default=None, help="units written beside the compute (default: 1 CPU, 4 GPU)")
+    ap.add_argument("--unit-writers", type=int, default=None, help="units written beside the compute (default: 0 on the CPU, 4 on a GPU)")
     ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
     ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
