@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 from typing import Callable
@@ -75,8 +76,10 @@ class ExtractActor:
             )
             self.device = "cpu"
         self.extractor = Extractor(RunConfig.model_validate(cfg_json), device="cpu" if self.device == "cpu" else "cuda", threads=threads)
-        self.fail_on_unit = fail_on_unit  # test hook: die in the middle of this unit
-        self.units_done = 0
+        self.fail_on_unit = fail_on_unit  # test hook: die when the unit of this index (0-based) starts
+        # Counted as units start, not as they finish: with several units in flight, two can finish
+        # before the next one starts, and a count of finished units would skip the index.
+        self.units_started = itertools.count()
 
     def info(self) -> dict:
         return {
@@ -89,11 +92,9 @@ class ExtractActor:
         }
 
     def run_unit(self, unit: int) -> dict:
-        if self.fail_on_unit is not None and self.units_done == self.fail_on_unit:
+        if next(self.units_started) == self.fail_on_unit:  # next() on a count is atomic under the GIL
             os._exit(1)  # simulated crash: no cleanup, like a killed process
-        result = self.extractor.run_unit(unit)
-        self.units_done += 1
-        return result
+        return self.extractor.run_unit(unit)
 
 
 def pool_plan(cfg: RunConfig, resources: dict | None = None, node_cpus: int | None = None) -> tuple[int, dict, int | None]:
