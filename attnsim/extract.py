@@ -32,7 +32,7 @@ from attnsim.allocator import keep_freed_memory
 from attnsim.config import RunConfig
 from attnsim.models import LoadedModel, head_taps, load_model
 from attnsim.similarity import attention_mass, attention_scores, key_bias, similarity, split_heads, topk_neighbours
-from attnsim.store import TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
+from attnsim.store import CHECKSUM_ALGORITHM, TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
 
 
 def pick_device(requested: str) -> torch.device:
@@ -207,6 +207,7 @@ class Extractor:
             "windows": [start, stop],
             "tokens": int(tokens["length"].sum()),
             "checksum": unit_checksum(arrays),
+            "checksum_algorithm": CHECKSUM_ALGORITHM,
             "arrays": sorted(arrays),
         }
         write_marker(self.url, unit, info)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import fsspec
@@ -168,15 +169,29 @@ def consolidate(url: str) -> None:
 
 
 # ------------------------------------------------------------------------------------- units
-def unit_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 over a unit's arrays in name order: what its marker promises is in the store."""
-    h = hashlib.sha256()
+# A marker's checksum guards against accidental damage (a flipped byte, a half-written or stale
+# shard), not against tampering, so a CRC is enough: CRC-32 over a 19 MB default-tier unit takes
+# 11 ms here against 48 ms for SHA-256, which on a GPU worker was 9 % of the host time. Markers
+# name their algorithm; a marker without one was written with SHA-256, which verify still reads.
+CHECKSUM_ALGORITHM = "crc32"
+LEGACY_CHECKSUM_ALGORITHM = "sha256"
+CHECKSUM_ALGORITHMS = ("crc32", "sha256")
+
+
+def unit_checksum(arrays: dict[str, np.ndarray], algorithm: str = CHECKSUM_ALGORITHM) -> str:
+    """A checksum over a unit's arrays in name order (each name, dtype and shape, then its bytes):
+    what its marker promises is in the store. `algorithm` is "crc32" or "sha256"."""
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        raise ValueError(f"unknown checksum algorithm {algorithm!r}")
+    sha, crc = hashlib.sha256(), 0
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
-        h.update(name.encode())
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+        for part in (name.encode(), str(a.dtype).encode() + str(a.shape).encode(), a.reshape(-1).view(np.uint8)):
+            if algorithm == "sha256":
+                sha.update(part)
+            else:
+                crc = zlib.crc32(part, crc)
+    return sha.hexdigest() if algorithm == "sha256" else f"{crc:08x}"
 
 
 def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from attnsim.store import TIER_ARRAYS, completed_units, layout_from_attrs, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store import CHECKSUM_ALGORITHMS, LEGACY_CHECKSUM_ALGORITHM, TIER_ARRAYS, completed_units, layout_from_attrs, open_store, read_marker, read_unit, unit_checksum
 
 
 @dataclass
@@ -79,6 +79,9 @@ def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> str | No
         return f"unreadable shard ({type(e).__name__}: {str(e)[:80]})"
     if marker.get("tokens") != tokens:
         return f"marker counts {marker.get('tokens')} tokens, store has {tokens}"
-    if unit_checksum(arrays) != marker.get("checksum"):
+    algorithm = marker.get("checksum_algorithm", LEGACY_CHECKSUM_ALGORITHM)
+    if algorithm not in CHECKSUM_ALGORITHMS:
+        return f"marker names checksum algorithm {algorithm!r}, unknown to this attnsim (made by a newer one?)"
+    if unit_checksum(arrays, algorithm) != marker.get("checksum"):
         return "checksum differs from the marker"
     return None

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from attnsim.extract import sentences_per_window
-from attnsim.similarity import MASS_CATEGORIES, attention_mass, attention_probs, similarity, split_heads, topk_neighbours
+from attnsim.similarity import MASS_CATEGORIES, attention_mass, attention_probs, row_topk, similarity, split_heads, topk_neighbours
 
 
 def test_split_heads_and_dot_similarity():
@@ -52,6 +52,41 @@ def test_topk_matches_brute_force_and_skips_self_and_padding():
                 missing = k - len(candidates)
                 if missing:
                     assert (index[bb, hh, i, -missing:] == -1).all()
+
+
+def test_topk_of_long_rows_takes_the_two_pass_path_and_matches_brute_force():
+    # t = 70, k = 8: 17 groups of 4 columns (>= 2k, so row_topk's two passes run) and a tail of 2.
+    # Distinct values (a permutation), so the expected indices are unique.
+    b, h, t, k = 2, 3, 70, 8
+    s = torch.randperm(b * h * t * t, generator=torch.Generator().manual_seed(3)).float().view(b, h, t, t)
+    lengths = [70, 21]
+    valid = torch.tensor([[j < n for j in range(t)] for n in lengths])
+    index, value = topk_neighbours(s.clone(), valid, k)
+    for bb, n in enumerate(lengths):
+        for hh in range(h):
+            for i in range(n):
+                expected = sorted(((float(s[bb, hh, i, j]), j) for j in range(n) if j != i), reverse=True)[:k]
+                assert index[bb, hh, i].tolist() == [j for _, j in expected]
+                assert value[bb, hh, i].tolist() == [v for v, _ in expected]
+
+
+def test_row_topk_equals_torch_topk_on_every_shape():
+    # Values and (where no two values are equal) indices as torch.topk, for lengths around the
+    # group size, with -inf columns as padding makes them; group sizes other than the default too.
+    gen = torch.Generator().manual_seed(4)
+    for t in (5, 31, 63, 64, 65, 127, 128, 255, 256, 257):
+        for k in (1, 3, 8, 16):
+            for group in (2, 4, 8):
+                if k > t:
+                    continue
+                s = torch.randperm(2 * t * t, generator=gen).float().view(2, 1, t, t)
+                s[1, :, :, t // 3 :] = float("-inf")
+                value, index = row_topk(s, k, group)
+                expected_value, expected_index = torch.topk(s, k, dim=-1)
+                assert torch.equal(value, expected_value), (t, k, group)
+                finite = torch.isfinite(expected_value)
+                assert torch.equal(index[finite], expected_index[finite]), (t, k, group)
+                assert torch.equal(torch.gather(s, -1, index), value), (t, k, group)
 
 
 def test_topk_pads_when_window_shorter_than_k():

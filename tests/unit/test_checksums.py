@@ -1,0 +1,59 @@
+"""A unit's marker checksum: CRC-32 now, SHA-256 in markers written before markers named their
+algorithm; verify reads both and names an algorithm it does not know. Synthetic store, no model."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+import numpy as np
+import pytest
+
+from attnsim.store import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, write_marker, write_unit
+from attnsim.verify import _check_unit
+from test_store_writes import LAYOUT, unit_arrays
+
+
+def serialised(arrays: dict[str, np.ndarray]) -> bytes:
+    """What the checksum covers, written out independently: per array in name order, its name,
+    dtype and shape, then its C-order bytes."""
+    out = b""
+    for name in sorted(arrays):
+        a = arrays[name]
+        out += name.encode() + f"{a.dtype}{a.shape}".encode() + a.tobytes(order="C")
+    return out
+
+
+def test_checksums_equal_an_independent_crc32_and_sha256():
+    arrays = unit_arrays(0)
+    arrays["strided"] = np.arange(24, dtype=np.int64).reshape(4, 6)[:, ::2]  # not contiguous
+    arrays["empty"] = np.zeros((0, 3), np.int16)
+    data = serialised(arrays)
+    assert CHECKSUM_ALGORITHM == "crc32"
+    assert unit_checksum(arrays) == f"{zlib.crc32(data):08x}"
+    assert unit_checksum(arrays, "sha256") == hashlib.sha256(data).hexdigest()
+    flipped = {**arrays, "topk_value": arrays["topk_value"].copy()}
+    flipped["topk_value"].view(np.uint16)[0, 0, 0, 0, 0] ^= 1  # one bit
+    assert unit_checksum(flipped) != unit_checksum(arrays)
+    with pytest.raises(ValueError, match="unknown checksum algorithm"):
+        unit_checksum(arrays, "md5")
+
+
+@pytest.mark.parametrize(
+    "marker_checksum, expected",
+    [
+        (lambda a: {"checksum": unit_checksum(a), "checksum_algorithm": "crc32"}, None),
+        (lambda a: {"checksum": unit_checksum(a, "sha256")}, None),  # an older marker: no algorithm named
+        (lambda a: {"checksum": unit_checksum(a)}, "checksum differs from the marker"),  # crc32 read as sha256
+        (lambda a: {"checksum": "0", "checksum_algorithm": "xxh3"}, "marker names checksum algorithm 'xxh3'"),
+    ],
+)
+def test_verify_reads_the_algorithm_its_marker_names(tmp_path, marker_checksum, expected):
+    url = str(tmp_path / "store.zarr")
+    create_store(url, LAYOUT, {})
+    arrays = unit_arrays(0)
+    root = open_store(url, "r+")
+    write_unit(root, LAYOUT, 0, arrays, replace=False)
+    write_marker(url, 0, {"windows": [0, 4], "tokens": 0, "arrays": sorted(arrays), **marker_checksum(arrays)})
+    reason = _check_unit(url, root, LAYOUT, 0, sorted(arrays))
+    assert reason == expected if expected is None else reason.startswith(expected)
