@@ -31,6 +31,7 @@ import torch
 from attnsim.allocator import keep_freed_memory
 from attnsim.config import RunConfig
 from attnsim.models import LoadedModel, head_taps, load_model
+from attnsim.shards import encoder_pool
 from attnsim.similarity import attention_mass, attention_scores, key_bias, similarity, split_heads, topk_neighbours
 from attnsim.store import CHECKSUM_ALGORITHM, TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
 
@@ -190,6 +191,7 @@ class Extractor:
         )
         self.tier_arrays = [name for tier in attrs["tiers"] for name in TIER_ARRAYS[tier]]
         self._compute_lock = threading.Lock()  # one compute at a time: the model and torch's threads are shared
+        self._encoder = encoder_pool(self.device.type, torch.get_num_threads())
 
     def run_unit(self, unit: int) -> dict:
         """Compute, write whole shards, then the marker. Returns the marker's content.
@@ -201,7 +203,7 @@ class Extractor:
         tokens = read_unit(self.root, self.layout, unit, ("input_ids", "sentence_id", "length"))
         with self._compute_lock:
             arrays = self.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
-        write_unit(self.root, self.layout, unit, arrays)
+        write_unit(self.root, self.layout, unit, arrays, encoder=self._encoder)
         start, stop = self.layout.unit_windows(unit)
         info = {
             "windows": [start, stop],

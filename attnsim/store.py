@@ -20,6 +20,7 @@ import json
 import math
 import os
 import zlib
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import fsspec
@@ -31,6 +32,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 from attnsim import FORMAT_VERSION
 from attnsim.errors import UserError
 from attnsim.retry import with_retries
+from attnsim.shards import encode_shard, shard_plan
 
 TOKEN_ARRAYS = ("input_ids", "sentence_id", "char_span", "doc_id", "length")
 TIER_ARRAYS = {
@@ -194,36 +196,66 @@ def unit_checksum(arrays: dict[str, np.ndarray], algorithm: str = CHECKSUM_ALGOR
     return sha.hexdigest() if algorithm == "sha256" else f"{crc:08x}"
 
 
-def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True) -> None:
+def write_unit(
+    root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None
+) -> None:
     """Write whole shards of the given arrays for one unit; no other writer touches them.
 
-    With `replace` (a unit being redone after a crash or a failed verify) the unit's old shard
-    objects are deleted first: zarr reads an existing edge shard to merge into it, so a truncated
-    or corrupt one would fail the rewrite, and a stale one could survive in part. A fresh store
-    (prepare) passes replace=False to skip the deletes.
+    Shards of attnsim's usual layout are encoded here and stored as one object each (`shards.py`:
+    the chunks compressed in parallel, the same bytes zarr writes); any other array goes through
+    zarr. `encoder`: threads that compress the chunks (default: this thread). With `replace` (a unit being redone after a crash or a failed verify) what a killed
+    write left is cleared first; on the zarr path the unit's old shard objects are deleted too:
+    zarr reads an existing edge shard to merge into it, so a truncated or corrupt one would fail
+    the rewrite, and a stale one could survive in part. A fresh store (prepare) passes
+    replace=False to skip that.
     """
     start, stop = layout.unit_windows(unit)
     for name, data in arrays.items():
         assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
+        array = root[name]
+        plan = shard_plan(array)
+        if plan is not None:
+            payload = encode_shard(plan, data, encoder)
+            if replace:
+                _drop_partial_writes(array, unit)
+            with_retries(functools.partial(_put_shard, array, unit, payload), f"unit {unit:06d} {name}")
+            continue
         # Every chunk is written as it is: zarr's default compares each chunk with the fill value first
         # to skip empty ones, 12 % of a GPU worker's time (profile in benchmarks/RESULTS.md), and a
         # unit's chunks are never empty but for the padding windows of the last unit.
-        array = root[name].with_config({"write_empty_chunks": True})
+        array = array.with_config({"write_empty_chunks": True})
         if replace:
             with_retries(functools.partial(_delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
         with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
 
 
+def _shard_key(array: zarr.Array, unit: int) -> str:
+    """The store key of the one object that holds `unit`'s windows of `array`, e.g. topk_value/c/42/0/0/0/0."""
+    return f"{array.store_path.path}/{array.metadata.encode_chunk_key((unit,) + (0,) * (array.ndim - 1))}"
+
+
+def _put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    sync(array.store_path.store.set(_shard_key(array, unit), default_buffer_prototype().buffer.from_bytes(payload)))
+
+
 def _delete_shard(array: zarr.Array, unit: int) -> None:
     """Delete the one object that holds `unit`'s windows of `array` (a shard, or a plain chunk)."""
     from zarr.core.sync import sync
+
+    sync(array.store_path.store.delete(_shard_key(array, unit)))  # a missing object is not an error
+    _drop_partial_writes(array, unit)
+
+
+def _drop_partial_writes(array: zarr.Array, unit: int) -> None:
+    """A local store writes files via `<key>.<uuid>.partial`: remove those a killed write left."""
     from zarr.storage import LocalStore
 
-    key = array.metadata.encode_chunk_key((unit,) + (0,) * (array.ndim - 1))  # e.g. c/42/0/0/0/0
-    store, prefix = array.store_path.store, array.store_path.path
-    sync(store.delete(f"{prefix}/{key}"))  # a missing object is not an error
-    if isinstance(store, LocalStore):  # zarr writes files via `<key>.<uuid>.partial`; drop killed ones
-        target = store.root / prefix / key
+    store = array.store_path.store
+    if isinstance(store, LocalStore):
+        target = store.root / _shard_key(array, unit)
         for partial in target.parent.glob(f"{target.name}.*.partial"):
             partial.unlink(missing_ok=True)
 

@@ -1,0 +1,88 @@
+"""Whole shards of a unit encoded by attnsim, byte for byte as zarr would write them.
+
+Why not `array[start:stop] = data`: zarr encodes a shard's inner chunks as one asyncio task each,
+and its per-chunk Python work holds the GIL; on a GPU worker that write path was 70 % of the host
+time and four writer threads gained only 15 % (benchmarks/RESULTS.md). Here the inner chunks are
+compressed on a thread pool (numcodecs' Blosc releases the GIL off the main thread), the shard is
+assembled as zarr's sharding codec does (chunks in order, then the index of offsets and lengths
+with its CRC-32C) and stored as one object.
+
+Only the layout attnsim creates is encoded here: a shard per unit whose inner chunks are single
+windows (every array but `dense` similarity, which is chunked per window and layer), codecs
+bytes -> blosc inside, bytes -> crc32c for an index at the end. Anything else returns None from
+`shard_plan` and is written by zarr. tests/unit/test_shards.py compares the bytes with zarr's own.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import google_crc32c
+import numcodecs
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+
+_EMPTY = np.iinfo(np.uint64).max  # the index entry of a chunk not written (zarr's MAX_UINT_64)
+_SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    windows_per_shard: int
+    chunk_shape: tuple[int, ...]  # (1, rest of the array's shape)
+    dtype: np.dtype
+    blosc: numcodecs.Blosc
+
+
+def shard_plan(array: zarr.Array) -> ShardPlan | None:
+    """How to encode `array`'s shards here, or None when its layout is not one this module writes."""
+    meta = array.metadata
+    if sys.byteorder != "little" or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
+        return None
+    sharding = meta.codecs[0]
+    inner, index = sharding.codecs, sharding.index_codecs
+    shard_shape = tuple(meta.chunk_grid.chunk_shape)
+    if (
+        sharding.index_location != ShardingCodecIndexLocation.end
+        or tuple(sharding.chunk_shape) != (1,) + tuple(array.shape[1:])
+        or shard_shape[1:] != tuple(array.shape[1:])
+        or [type(c) for c in inner] != [BytesCodec, BloscCodec]
+        or [type(c) for c in index] != [BytesCodec, Crc32cCodec]
+        or any(c.endian is not None and c.endian.value != "little" for c in (inner[0], index[0]))
+    ):
+        return None
+    b = inner[1]
+    blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, shuffle=_SHUFFLE[b.shuffle.value], blocksize=b.blocksize, typesize=b.typesize)
+    return ShardPlan(shard_shape[0], tuple(sharding.chunk_shape), np.dtype(array.dtype), blosc)
+
+
+def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None) -> bytes:
+    """The shard object for `data`, the unit's windows (at most windows_per_shard; an edge shard's
+    missing windows are left out of it, as zarr leaves them). Chunks are compressed on `pool`
+    when given, else in this thread."""
+    data = np.ascontiguousarray(data, dtype=plan.dtype)
+    n = data.shape[0]
+    assert 1 <= n <= plan.windows_per_shard and data.shape[1:] == plan.chunk_shape[1:], (data.shape, plan)
+    chunks = list((pool.map if pool else map)(plan.blosc.encode, (data[i] for i in range(n))))
+    index = np.full((plan.windows_per_shard,) + (1,) * (len(plan.chunk_shape) - 1) + (2,), _EMPTY, np.uint64)
+    lengths = np.array([len(c) for c in chunks], np.uint64)
+    index.reshape(-1, 2)[:n, 0] = np.cumsum(lengths) - lengths  # offsets
+    index.reshape(-1, 2)[:n, 1] = lengths
+    index_bytes = index.tobytes()
+    crc = np.uint32(google_crc32c.value(index_bytes)).tobytes()
+    return b"".join([*chunks, index_bytes, crc])
+
+
+def encoder_pool(device_type: str, torch_threads: int | None) -> ThreadPoolExecutor:
+    """Threads that compress a worker's chunks. Blosc runs without the GIL off the main thread, so
+    they use the host's cores while torch (or the GPU) computes the next unit. A CPU worker gets as
+    many as its torch threads (the cores it was given; on a CPU its units are computed and written
+    in turn), a GPU worker the host's cores, at most 16."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = torch_threads if device_type == "cpu" and torch_threads else min(cores, 16)
+    return ThreadPoolExecutor(max(1, n), thread_name_prefix="attnsim-encode")
