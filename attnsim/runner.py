@@ -143,16 +143,18 @@ def run_extract(
     def spawn(slot: int):
         return ExtractActor.options(**options, max_concurrency=lanes).remote(cfg_json, threads, fail_on_unit.pop(slot, None))
 
+    # An actor is handed units only once it has started (its info() answered): one that cannot be
+    # placed (more workers than the cluster has CPUs or GPUs, and no autoscaler to add them; or no
+    # GPU left after a node loss) would otherwise hold its units forever while the others sit idle.
     actors = {slot: spawn(slot) for slot in range(n)}
+    starting: dict = {actors[slot].info.remote(): slot for slot in actors}  # ref of info() -> slot
     queue = collections.deque(units)
     attempts = collections.Counter()
     in_flight: dict = {}  # ref of run_unit -> (slot, unit, the actor handle it was sent to)
-    starting: dict = {}  # ref of a replacement's info() -> slot: it gets units only once it runs
-    start_failures = collections.Counter()  # slot -> replacements that died before starting
-    # Free lanes, a slot once per unit it can take more (the first actors: Ray queues their calls).
-    # Round-robin order, so every actor gets a unit before any gets its second.
-    idle = collections.deque(slot for _ in range(lanes) for slot in actors)
+    start_failures = collections.Counter()  # slot -> actors in that slot that died before starting
+    idle: collections.deque = collections.deque()  # free lanes: a slot once per unit it can take more
     done = retried = 0
+    start_error: Exception | None = None  # why the last actor that did not start failed
 
     def feed() -> None:
         while queue and idle:
@@ -161,9 +163,8 @@ def run_extract(
             in_flight[actors[slot].run_unit.remote(unit)] = (slot, unit, actors[slot])
 
     def replace(slot: int) -> None:
-        # A replacement is not handed a unit until it has started: after a node loss there may be
-        # no GPU left for it, and a unit bound to an actor that never starts would hang the job
-        # while the surviving actors sit idle. Until then the unit waits in the queue for anyone.
+        # Like the first actors, a replacement gets units once it has started; until then its
+        # units wait in the queue for anyone.
         ray.kill(actors[slot], no_restart=True)
         actors[slot] = spawn(slot)
         starting[actors[slot].info.remote()] = slot
@@ -174,10 +175,14 @@ def run_extract(
     try:
         feed()
         while in_flight or (queue and starting):
-            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=300)
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=60)
             if not ready:
                 if not in_flight:
-                    log.warning("extract: %d units wait for an actor to start (no free GPU/CPU on the cluster?)", len(queue))
+                    log.warning(
+                        "extract: %d units wait for an actor to start: each asks for %s, the cluster has %s free "
+                        "(add nodes, or lower workers / cpus_per_worker / actors_per_gpu)",
+                        len(queue), options, {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")},
+                    )
                 continue
             ref = ready[0]
             if ref in starting:
@@ -185,9 +190,10 @@ def run_extract(
                 try:
                     ray.get(ref)
                     idle.extend([slot] * lanes)
-                except INFRA_ERRORS as e:  # its node went too, or the model cannot load there
+                except INFRA_ERRORS as e:  # its node went (too), or the model cannot load there
+                    start_error = e
                     start_failures[slot] += 1
-                    log.warning("replacement actor %d did not start (%s)", slot, type(e).__name__)
+                    log.warning("extraction actor %d did not start (%s)", slot, type(e).__name__)
                     if start_failures[slot] <= cfg.max_unit_retries:
                         replace(slot)  # else the pool shrinks by one; the others take its units
                 feed()
@@ -213,8 +219,19 @@ def run_extract(
                 idle.append(slot)
             feed()
         if queue:
-            raise RuntimeError(f"no extraction actor could be started; {len(queue)} units were not extracted")
-        pool = _pool_info([actors[slot] for slot in sorted(set(idle))])
+            raise RuntimeError(f"no extraction actor could be started; {len(queue)} units were not extracted; last error: {start_error}")
+        started = set(idle)
+        if starting:  # actors still starting when the work ran out: for the pool's record, a short wait
+            ready, late = ray.wait(list(starting), num_returns=len(starting), timeout=30)
+            for ref in ready:
+                try:
+                    ray.get(ref)
+                    started.add(starting[ref])
+                except INFRA_ERRORS:
+                    pass
+            if late:
+                log.warning("extract: %d of %d actors never started (the cluster could not place them: %s each)", len(late), n, options)
+        pool = _pool_info([actors[slot] for slot in sorted(started)])
     finally:  # also on a data error in a unit (not retried): never leave actors holding GPUs
         for actor in actors.values():
             ray.kill(actor, no_restart=True)

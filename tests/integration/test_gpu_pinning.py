@@ -1,8 +1,8 @@
 """GPU pinning without GPUs: on a Ray cluster that declares two logical GPUs, the extraction pool runs
 one actor per GPU (or `actors_per_gpu` of them), each actor is given its own GPU id and a matching
 CUDA_VISIBLE_DEVICES, would put the model on cuda:0 of that view, and, as this torch has no CUDA,
-falls back to the CPU and still writes the same bytes as an in-process run. Pool sizing from
-CPUs and the size options are checked on the plan."""
+falls back to the CPU and still writes the same bytes as an in-process run; an actor the cluster
+cannot place is never handed units. Pool sizing from CPUs and the size options are checked on the plan."""
 
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def test_one_actor_per_gpu_each_on_its_own_gpu(gpu_cluster, prepared, tiny_bert,
         assert actor["target_device"] == "cuda:0"  # the first (only) GPU of that view
         if not torch.cuda.is_available():
             assert actor["device"] == "cpu"  # logical GPU, no CUDA: fell back with a warning
-    assert {a["pid"] for a in pool} == {info["pid"] for info in seen}  # both actors did units
+    # Units go to actors as they come up (the first up may take several), so which did which varies.
+    assert {info["pid"] for info in seen} <= {a["pid"] for a in pool}
     assert not verify_store(cfg.store_url).bad_units
 
     # The pinned pool wrote exactly what one in-process extractor writes.
@@ -80,6 +81,16 @@ def test_actors_per_gpu_share_each_gpu(gpu_cluster, prepared):
     assert len(pool) == 4 and len({a["pid"] for a in pool}) == 4
     per_gpu = collections.Counter(a["gpu_ids"][0] for a in pool)
     assert per_gpu == {"0": 2, "1": 2}
+
+
+@pytest.mark.timeout(180)  # before the fix this hung: the third actor's units waited for it forever
+def test_more_actors_than_gpus_finish_on_those_that_start(gpu_cluster, prepared):
+    # workers=3 on a cluster of 2 GPUs and no autoscaler: the third actor can never be placed.
+    cfg, units = prepared
+    result, seen = run_pool(cfg.model_copy(update={"workers": 3}), units)
+    assert result["actors"] == 3 and len(result["pool"]) == 2  # planned 3, two ever started
+    assert sorted(a["gpu_ids"][0] for a in result["pool"]) == ["0", "1"]
+    assert {info["pid"] for info in seen} <= {a["pid"] for a in result["pool"]}  # the first up may do them all
 
 
 @pytest.mark.parametrize(
