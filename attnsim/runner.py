@@ -20,6 +20,7 @@ import collections
 import itertools
 import logging
 import os
+import time
 from typing import Callable
 
 import ray
@@ -57,6 +58,11 @@ def ray_map(fn: Callable, items: list):
     refs = [remote.remote(item) for item in items]
     for ref in refs:
         yield ray.get(ref)
+
+
+# How long the first actors up wait for the rest of the first wave before they start on the units
+# (model loads on different nodes finish seconds apart; an actor the cluster cannot place never does).
+START_GRACE_S = 30.0
 
 
 # A threaded actor (max_concurrency, set at spawn): its units in flight run at once, their computes
@@ -146,8 +152,13 @@ def run_extract(
     # An actor is handed units only once it has started (its info() answered): one that cannot be
     # placed (more workers than the cluster has CPUs or GPUs, and no autoscaler to add them; or no
     # GPU left after a node loss) would otherwise hold its units forever while the others sit idle.
+    # The first actors up wait for the rest of the first wave, at most START_GRACE_S, and then get
+    # units round-robin, so that all share the work from the start.
     actors = {slot: spawn(slot) for slot in range(n)}
     starting: dict = {actors[slot].info.remote(): slot for slot in actors}  # ref of info() -> slot
+    first_wave = set(actors)  # first actors neither started nor failed yet
+    held: list[int] = []  # first actors up, waiting for the others (or the grace) before they get units
+    first_up_at = 0.0
     queue = collections.deque(units)
     attempts = collections.Counter()
     in_flight: dict = {}  # ref of run_unit -> (slot, unit, the actor handle it was sent to)
@@ -162,6 +173,12 @@ def run_extract(
             unit = queue.popleft()
             in_flight[actors[slot].run_unit.remote(unit)] = (slot, unit, actors[slot])
 
+    def release() -> None:
+        # Round-robin lanes: every actor gets a unit before any gets its second.
+        idle.extend(slot for _ in range(lanes) for slot in held)
+        held.clear()
+        first_wave.clear()  # late ones join as they start
+
     def replace(slot: int) -> None:
         # Like the first actors, a replacement gets units once it has started; until then its
         # units wait in the queue for anyone.
@@ -173,11 +190,17 @@ def run_extract(
         idle.extend(idle_lanes)
 
     try:
-        feed()
-        while in_flight or (queue and starting):
-            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=60)
+        while in_flight or (queue and starting) or held:
+            timeout = 60.0
+            if held:
+                timeout = min(timeout, max(0.0, first_up_at + START_GRACE_S - time.monotonic()))
+            ready, _ = ray.wait([*in_flight, *starting], num_returns=1, timeout=timeout)
+            if held and time.monotonic() >= first_up_at + START_GRACE_S:
+                log.warning("extract: %d of %d actors not up %.0f s after the first; starting without them", len(first_wave), n, START_GRACE_S)
+                release()
+                feed()
             if not ready:
-                if not in_flight:
+                if not in_flight and not held:
                     log.warning(
                         "extract: %d units wait for an actor to start: each asks for %s, the cluster has %s free "
                         "(add nodes, or lower workers / cpus_per_worker / actors_per_gpu)",
@@ -189,13 +212,21 @@ def run_extract(
                 slot = starting.pop(ref)
                 try:
                     ray.get(ref)
-                    idle.extend([slot] * lanes)
+                    if slot in first_wave:
+                        first_wave.discard(slot)
+                        first_up_at = first_up_at or time.monotonic()
+                        held.append(slot)
+                    else:
+                        idle.extend([slot] * lanes)
                 except INFRA_ERRORS as e:  # its node went (too), or the model cannot load there
+                    first_wave.discard(slot)  # its replacement is not waited for
                     start_error = e
                     start_failures[slot] += 1
                     log.warning("extraction actor %d did not start (%s)", slot, type(e).__name__)
                     if start_failures[slot] <= cfg.max_unit_retries:
                         replace(slot)  # else the pool shrinks by one; the others take its units
+                if held and not first_wave:
+                    release()
                 feed()
                 continue
             slot, unit, actor = in_flight.pop(ref)
@@ -220,18 +251,9 @@ def run_extract(
             feed()
         if queue:
             raise RuntimeError(f"no extraction actor could be started; {len(queue)} units were not extracted; last error: {start_error}")
-        started = set(idle)
-        if starting:  # actors still starting when the work ran out: for the pool's record, a short wait
-            ready, late = ray.wait(list(starting), num_returns=len(starting), timeout=30)
-            for ref in ready:
-                try:
-                    ray.get(ref)
-                    started.add(starting[ref])
-                except INFRA_ERRORS:
-                    pass
-            if late:
-                log.warning("extract: %d of %d actors never started (the cluster could not place them: %s each)", len(late), n, options)
-        pool = _pool_info([actors[slot] for slot in sorted(started)])
+        if starting:
+            log.warning("extract: %d of %d actors never started (the cluster could not place them: %s each)", len(starting), n, options)
+        pool = _pool_info([actors[slot] for slot in sorted(set(idle))])
     finally:  # also on a data error in a unit (not retried): never leave actors holding GPUs
         for actor in actors.values():
             ray.kill(actor, no_restart=True)

@@ -74,6 +74,24 @@ def kill_processes(procs, timeout: float = 15) -> None:
     psutil.wait_procs(procs, timeout=timeout)
 
 
+def extract_actor_processes() -> dict:
+    """This test's Ray extraction actors now: process -> title, e.g. "ray::ExtractActor.__init__"
+    while it loads the model, "ray::ExtractActor.run_unit" inside a unit (Ray renames a worker
+    after the method it runs). Only descendants of the test process are looked at, so no other Ray
+    session on the machine is ever touched."""
+    import psutil
+
+    found = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            title = proc.cmdline()[:1]
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if title and title[0].startswith("ray::ExtractActor"):
+            found[proc] = title[0]
+    return found
+
+
 def extract_in_process(cfg) -> None:
     """Prepare and extract a run without Ray: the undisturbed reference many tests compare against."""
     from attnsim.pipeline import stage_extract, stage_prepare

@@ -18,7 +18,7 @@ from attnsim.config import RunConfig
 from attnsim.extract import units_in_flight
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store import completed_units
-from helpers import array_digest, extract_in_process
+from helpers import array_digest, extract_actor_processes, extract_in_process
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
@@ -47,19 +47,8 @@ def test_actor_that_exits_mid_unit_costs_only_its_units_in_flight(tiny_bert, cor
 
 
 def extract_actors_at_work() -> list[psutil.Process]:
-    """Our session's actor processes that are inside run_unit right now.
-
-    Ray renames a worker process after the method it is running; only descendants of this test
-    process are looked at, so no other Ray session on the machine is ever touched.
-    """
-    found = []
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.cmdline()[:1] == ["ray::ExtractActor.run_unit"]:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
+    """Our session's actor processes that are inside run_unit right now."""
+    return [proc for proc, title in extract_actor_processes().items() if title == "ray::ExtractActor.run_unit"]
 
 
 def test_worker_process_killed_by_pid_mid_unit(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):

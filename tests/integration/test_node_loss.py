@@ -16,7 +16,7 @@ import pytest
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store import completed_units
-from helpers import array_digest
+from helpers import array_digest, extract_actor_processes
 
 MB = 1024**2
 
@@ -97,8 +97,12 @@ def test_removing_a_worker_node_mid_extraction(cluster, tiny_bert, corpus_dir, t
     removed = threading.Event()
 
     def remove_when_busy():
-        # Both GPU nodes hold one actor each; once units are landing, take a node (and its actor) away.
-        while len(completed_units(cfg.store_url)) < 2:
+        # Both GPU nodes hold one actor each, and an actor gets units once it has loaded its model:
+        # once both have, and units are landing, take a node (and its actor, mid-unit) away.
+        def started() -> int:
+            return sum(not title.endswith("__init__") for title in extract_actor_processes().values())
+
+        while started() < 2 or len(completed_units(cfg.store_url)) < 2:
             time.sleep(0.01)
         mini.remove_node(workers[1])
         removed.set()
