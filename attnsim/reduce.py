@@ -170,6 +170,14 @@ def check_scheduler(spec: str) -> str:
     )
 
 
+def _local_get(name: str):
+    import dask.local
+    import dask.multiprocessing
+    import dask.threaded
+
+    return {"threads": dask.threaded.get, "synchronous": dask.local.get_sync, "processes": dask.multiprocessing.get}[name]
+
+
 @contextlib.contextmanager
 def dask_scheduler(spec):
     """The `scheduler=` of dask.compute for a `dask_scheduler` value; closes any client it opened.
@@ -183,7 +191,9 @@ def dask_scheduler(spec):
         yield spec
         return
     if check_scheduler(spec) == "local":
-        yield spec
+        # The scheduler's get function, not its name: given a name, dask imports dask.distributed
+        # (when installed) to look for a default client, 0.3 s of a 2.9 s reduce of lee.
+        yield _local_get(spec)
     else:
         from dask.distributed import Client
 
