@@ -32,7 +32,7 @@ from attnsim.allocator import keep_freed_memory
 from attnsim.config import RunConfig
 from attnsim.models import LoadedModel, head_taps, load_model
 from attnsim.shards import encoder_pool
-from attnsim.similarity import attention_mass, attention_scores, key_bias, similarity, split_heads, topk_neighbours
+from attnsim.similarity import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
 from attnsim.store import CHECKSUM_ALGORITHM, TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
 
 
@@ -40,16 +40,6 @@ def pick_device(requested: str) -> torch.device:
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def sentences_per_window(sentence_id: np.ndarray) -> int:
-    """The most sentences any window (row) spans; sentence ids are -1 on special tokens and padding."""
-    real = sentence_id >= 0
-    if not real.any():
-        return 0
-    big = np.iinfo(sentence_id.dtype).max
-    span = np.where(real, sentence_id, -1).max(1) - np.where(real, sentence_id, big).min(1) + 1
-    return int(span[real.any(1)].max())
 
 
 class UnitComputer:

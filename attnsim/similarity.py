@@ -6,6 +6,7 @@ Every kernel accumulates in float32 whatever the model's dtype, and works on CPU
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 # Order of the attention-mass categories; also written to the store's attributes.
@@ -104,6 +105,16 @@ def row_topk(s: torch.Tensor, k: int, group: int = TOPK_GROUP) -> tuple[torch.Te
     return value, torch.gather(columns, -1, pick)
 
 
+def sentences_per_window(sentence_id: np.ndarray) -> int:
+    """The most sentences any window (row) spans; sentence ids are -1 on special tokens and padding."""
+    real = sentence_id >= 0
+    if not real.any():
+        return 0
+    big = np.iinfo(sentence_id.dtype).max
+    span = np.where(real, sentence_id, -1).max(1) - np.where(real, sentence_id, big).min(1) + 1
+    return int(span[real.any(1)].max())
+
+
 # Padding keys get this score rather than -inf, so that p * score stays 0 (not NaN) at padding.
 _MASKED = -1e9
 
@@ -144,11 +155,11 @@ def attention_mass(
     entropy = lse - torch.linalg.vecdot(p, scores)  # (B, H, T)
     # Every key-category sum in one matmul: [CLS], [SEP], punctuation, then one column per sentence
     # of the window (ids made relative to the window's first sentence to keep that matrix narrow).
+    if n_sentences is None:
+        n_sentences = sentences_per_window(sentence.cpu().numpy())
     real = sentence >= 0
     first = torch.where(real, sentence, torch.iinfo(sentence.dtype).max).amin(-1, keepdim=True)
     sentence = torch.where(real, sentence - first, -1)
-    if n_sentences is None:
-        n_sentences = int(sentence.max().item()) + 1 if sentence.numel() else 0
     onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sentences, 1)) & (sentence >= 0)[..., None]
     keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1).to(p.dtype)
     sums = p @ keys[:, None]  # (B, H, T, 3 + S)

@@ -7,8 +7,16 @@ import math
 import numpy as np
 import torch
 
-from attnsim.extract import sentences_per_window
-from attnsim.similarity import MASS_CATEGORIES, attention_mass, attention_probs, row_topk, similarity, split_heads, topk_neighbours
+from attnsim.similarity import (
+    MASS_CATEGORIES,
+    attention_mass,
+    attention_probs,
+    row_topk,
+    sentences_per_window,
+    similarity,
+    split_heads,
+    topk_neighbours,
+)
 
 
 def test_split_heads_and_dot_similarity():
