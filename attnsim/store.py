@@ -203,11 +203,11 @@ def write_unit(
 
     Shards of attnsim's usual layout are encoded here and stored as one object each (`shards.py`:
     the chunks compressed in parallel, the same bytes zarr writes); any other array goes through
-    zarr. `encoder`: threads that compress the chunks (default: this thread). With `replace` (a unit being redone after a crash or a failed verify) what a killed
-    write left is cleared first; on the zarr path the unit's old shard objects are deleted too:
-    zarr reads an existing edge shard to merge into it, so a truncated or corrupt one would fail
-    the rewrite, and a stale one could survive in part. A fresh store (prepare) passes
-    replace=False to skip that.
+    zarr. `encoder`: threads that compress the chunks (default: this thread). With `replace` (a
+    unit being redone after a crash or a failed verify) what a killed write left is cleared first;
+    on the zarr path the unit's old shard objects are deleted too: zarr reads an existing edge
+    shard to merge into it, so a truncated or corrupt one would fail the rewrite, and a stale one
+    could survive in part. A fresh store (prepare) passes replace=False to skip that.
     """
     start, stop = layout.unit_windows(unit)
     for name, data in arrays.items():
