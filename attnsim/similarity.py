@@ -169,5 +169,7 @@ def attention_mass(
     prev = torch.nn.functional.pad(torch.diagonal(p, -1, -2, -1), (1, 0))  # p[i, i-1], 0 at i = 0
     nxt = torch.nn.functional.pad(torch.diagonal(p, 1, -2, -1), (0, 1))  # p[i, i+1], 0 at the end
     per_token = torch.stack([sums[..., 0], sums[..., 1], sums[..., 2], diag, prev, nxt, same_sentence, entropy], dim=-1)
-    w = valid.to(p.dtype)[:, None, :, None]  # (B, 1, T, 1)
-    return (per_token * w).sum(2) / w.sum(2).clamp_min(1.0)  # (B, H, C)
+    # The mean over queries in float64, rounded once: its float32 sum would round differently as
+    # the vectorised reduction splits T differently.
+    w = valid.to(torch.float64)[:, None, :, None]  # (B, 1, T, 1)
+    return ((per_token.double() * w).sum(2) / w.sum(2).clamp_min(1.0)).float()  # (B, H, C)

@@ -286,12 +286,29 @@ def write_marker(url: str, unit: int, info: dict) -> None:
     with_retries(put, f"marker of unit {unit:06d}")
 
 
+def describe_environment(env: dict | None) -> str:
+    """One line for a marker's environment, e.g. "cpu float32, 2 threads, torch 2.13.0, transformers 5.24.0"."""
+    if not env:
+        return "not recorded (written before attnsim recorded it)"
+    return f"{env['device']} {env['dtype']}, {env['threads']} thread{'s' if env['threads'] != 1 else ''}, torch {env['torch']}, transformers {env['transformers']}"
+
+
 def read_marker(url: str, unit: int) -> dict | None:
     fs, path = _fs(url)
     try:
         return json.loads(fs.cat_file(f"{path}/{marker_key(unit)}"))
     except FileNotFoundError:
         return None
+
+
+def unit_environments(url: str, units) -> dict[str, int]:
+    """How the given marked units were computed: each described environment -> its unit count."""
+    counts: dict[str, int] = {}
+    for unit in sorted(units):
+        marker = read_marker(url, unit) or {}
+        key = describe_environment(marker.get("environment"))
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def completed_units(url: str) -> set[int]:

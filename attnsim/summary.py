@@ -9,7 +9,7 @@ from rich.table import Table
 
 from attnsim.config import RunConfig
 from attnsim.reduce import stats_paths
-from attnsim.store import completed_units, layout_from_attrs, open_store
+from attnsim.store import completed_units, layout_from_attrs, open_store, unit_environments
 
 
 def _f(x, digits=2) -> str:
@@ -84,7 +84,8 @@ def print_store_info(console: Console, url: str) -> None:
     root = open_store(url)
     attrs = dict(root.attrs)
     layout = layout_from_attrs(attrs)
-    done = len(completed_units(url))
+    units = completed_units(url)
+    done = len(units)
     m, c = attrs["model"], attrs["corpus"]
     table = Table(show_header=False, title=f"attnsim store {url}")
     rows = [
@@ -98,6 +99,8 @@ def print_store_info(console: Console, url: str) -> None:
         ("units", f"{done} of {layout.n_units} extracted ({layout.windows_per_shard} windows each)"),
         ("arrays", ", ".join(f"{name}{tuple(root[name].shape)}" for name in sorted(root.array_keys()))),
     ]
+    for n, (env, count) in enumerate(sorted(unit_environments(url, units).items(), key=lambda item: -item[1])):
+        rows.append(("computed on" if n == 0 else "", f"{count} units: {env}"))
     if c.get("problems"):
         rows.append(("problems", ", ".join(f"{k} {v['count']}" for k, v in c["problems"].items())))
     for key, value in rows:

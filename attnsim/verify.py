@@ -12,9 +12,10 @@ Example::
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
-from attnsim.store import LEGACY_CHECKSUM_ALGORITHM, TIER_ARRAYS, completed_units, layout_from_attrs, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store import LEGACY_CHECKSUM_ALGORITHM, describe_environment, TIER_ARRAYS, completed_units, layout_from_attrs, open_store, read_marker, read_unit, unit_checksum
 
 
 @dataclass
@@ -24,6 +25,8 @@ class VerifyReport:
     ok: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
     corrupt: dict[int, str] = field(default_factory=dict)
+    # how the verified units were computed (a marker's `environment`, described) -> unit count
+    environments: Counter = field(default_factory=Counter)
 
     @property
     def bad_units(self) -> list[int]:
@@ -35,6 +38,7 @@ class VerifyReport:
             out.append(f"missing ({len(self.missing)}): " + ", ".join(f"{u:06d}" for u in self.missing))
         for unit, why in sorted(self.corrupt.items()):
             out.append(f"corrupt: unit {unit:06d}: {why}")
+        out.extend(environment_lines(self.environments))
         if self.bad_units:
             out.append("repair with: attnsim extract --repair --out <run folder>")
         return out
@@ -51,22 +55,37 @@ def verify_store(url: str) -> VerifyReport:
         if unit not in done:
             report.missing.append(unit)
             continue
-        why = _check_unit(url, root, layout, unit, names)
+        why, marker = _check_unit(url, root, layout, unit, names)
         if why:
             report.corrupt[unit] = why
         else:
             report.ok.append(unit)
+            report.environments[describe_environment(marker.get("environment"))] += 1
     return report
 
 
-def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> str | None:
-    """Why the unit's shards do not match its marker, or None when they do."""
+def environment_lines(environments: dict[str, int]) -> list[str]:
+    """Say so when units were computed under more than one environment: their bytes may differ from
+    a run under one environment by the documented tolerances (docs/design.md, Determinism)."""
+    if len(environments) < 2:
+        return []
+    out = [f"units were computed under {len(environments)} environments (bytes may differ within the documented tolerances):"]
+    out += [f"  {count} units: {env}" for env, count in sorted(environments.items(), key=lambda item: -item[1])]
+    return out
+
+
+def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> tuple[str | None, dict]:
+    """(why the unit's shards do not match its marker or None when they do, the marker)."""
     try:
         marker = read_marker(url, unit)
     except ValueError:  # json.JSONDecodeError: a marker that is not JSON
-        return "marker is not valid JSON"
+        return "marker is not valid JSON", {}
     if marker is None:
-        return "marker vanished while verifying"
+        return "marker vanished while verifying", {}
+    return _compare(root, layout, unit, names, marker), marker
+
+
+def _compare(root, layout, unit: int, names: list[str], marker: dict) -> str | None:
     start, stop = layout.unit_windows(unit)
     if marker.get("windows") != [start, stop]:
         return "marker does not match the unit's windows"

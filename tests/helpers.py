@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 DOCS = [
@@ -56,10 +57,25 @@ def tree_digest(folder: str | Path, exclude=("progress.json",)) -> dict[str, str
     return out
 
 
+def store_digest(objects) -> dict[str, str]:
+    """sha256 of every chunk/shard object and marker among (key within the store, bytes) pairs, by
+    key; metadata excluded, and each marker less its `environment` (threads and versions may differ
+    between runs; the bytes the marker promises may not)."""
+    out = {}
+    for key, data in objects:
+        if "/c/" in key:
+            out[key] = hashlib.sha256(data).hexdigest()
+        elif key.startswith("_markers/") and key.endswith(".json"):
+            content = json.loads(data)
+            content.pop("environment", None)
+            out[key] = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return out
+
+
 def array_digest(store: str | Path) -> dict[str, str]:
-    """sha256 of every chunk/shard object of the store's arrays (metadata excluded)."""
+    """`store_digest` of a local store."""
     folder = Path(store)
-    return {k: v for k, v in tree_digest(folder).items() if "/c/" in k or k.startswith("_markers")}
+    return store_digest((str(p.relative_to(folder)), p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file())
 
 
 def kill_processes(procs, timeout: float = 15) -> None:

@@ -6,7 +6,6 @@ local run, with every marker matching its shards.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import threading
@@ -16,7 +15,7 @@ import pytest
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare, stage_reduce
 from attnsim.verify import verify_store
-from helpers import array_digest
+from helpers import array_digest, store_digest
 
 BUCKET = "attnsim-test"
 # Writes that fail once: a token array (prepare, on the driver), a tier shard and a marker (both
@@ -96,14 +95,9 @@ def ray_session(s3):
 
 
 def s3_digest(fs, url: str) -> dict[str, str]:
-    """sha256 of every shard/chunk object and marker of a store in S3, by key (as helpers.array_digest)."""
+    """`helpers.store_digest` of a store in S3."""
     root = url.removeprefix("s3://")
-    out = {}
-    for key in fs.find(root):
-        rel = key[len(root) + 1 :]
-        if "/c/" in rel or rel.startswith("_markers"):
-            out[rel] = hashlib.sha256(fs.cat_file(key)).hexdigest()
-    return out
+    return store_digest((key[len(root) + 1 :], fs.cat_file(key)) for key in fs.find(root))
 
 
 def test_full_run_in_s3_survives_transient_write_errors(s3, ray_session, tiny_bert, corpus_dir, tmp_path):

@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from attnsim.store import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, write_marker, write_unit
-from attnsim.verify import _check_unit
+from attnsim.store import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
+from attnsim.verify import _check_unit, environment_lines
 from test_store_writes import LAYOUT, unit_arrays
 
 
@@ -55,5 +55,23 @@ def test_verify_reads_the_algorithm_its_marker_names(tmp_path, marker_checksum, 
     root = open_store(url, "r+")
     write_unit(root, LAYOUT, 0, arrays, replace=False)
     write_marker(url, 0, {"windows": [0, 4], "tokens": 0, "arrays": sorted(arrays), **marker_checksum(arrays)})
-    reason = _check_unit(url, root, LAYOUT, 0, sorted(arrays))
+    reason, _ = _check_unit(url, root, LAYOUT, 0, sorted(arrays))
     assert reason == expected if expected is None else reason.startswith(expected)
+
+
+def test_units_computed_under_different_environments_are_reported(tmp_path):
+    url = str(tmp_path / "store.zarr")
+    cpu2 = {"device": "cpu", "dtype": "float32", "threads": 2, "torch": "2.13.0", "transformers": "5.24.0"}
+    cpu1 = {**cpu2, "threads": 1}
+    for unit, env in ((0, cpu2), (1, cpu2), (2, cpu1), (3, None)):
+        write_marker(url, unit, {"windows": [unit, unit + 1]} | ({"environment": env} if env else {}))
+    counts = unit_environments(url, [0, 1, 2, 3])
+    assert counts == {
+        "cpu float32, 2 threads, torch 2.13.0, transformers 5.24.0": 2,
+        "cpu float32, 1 thread, torch 2.13.0, transformers 5.24.0": 1,
+        "not recorded (written before attnsim recorded it)": 1,
+    }
+    lines = environment_lines(counts)
+    assert lines[0].startswith("units were computed under 3 environments")
+    assert lines[1] == "  2 units: cpu float32, 2 threads, torch 2.13.0, transformers 5.24.0"
+    assert environment_lines(unit_environments(url, [0, 1])) == []  # one environment: nothing to say
