@@ -27,6 +27,7 @@ run: setup
 	$(VENV)/bin/attnsim run
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
 
 bench: setup

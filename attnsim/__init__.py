@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 FORMAT_VERSION = 1
 
-_LAZY = {"open_store": "attnsim.dataset", "SimilarityStore": "attnsim.dataset"}
+_LAZY = {"open_store": "attnsim.store.dataset", "SimilarityStore": "attnsim.store.dataset"}
 
 
 def __getattr__(name: str):

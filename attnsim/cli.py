@@ -108,7 +108,7 @@ def run(
 
     def go():
         from attnsim.pipeline import run_all
-        from attnsim.summary import print_summary
+        from attnsim.report.tables import print_summary
 
         cfg = RunConfig.load(config, overrides)
         result = run_all(cfg, use_ray=not local)
@@ -172,7 +172,7 @@ def extract(
         cfg = _stage_config(config, out, _overrides(workers=workers, batch_size=batch_size))
         units = None
         if repair:
-            from attnsim.verify import verify_store
+            from attnsim.store.verify import verify_store
 
             report = verify_store(cfg.store_url)
             units = report.bad_units
@@ -181,7 +181,7 @@ def extract(
             if not units:
                 console.print("nothing to repair")
                 return
-            from attnsim.store import remove_marker
+            from attnsim.store.io import remove_marker
 
             for unit in units:
                 remove_marker(cfg.store_url, unit)
@@ -198,7 +198,7 @@ def reduce(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt):
 
     def go():
         from attnsim.pipeline import stage_reduce
-        from attnsim.summary import print_layer_table
+        from attnsim.report.tables import print_layer_table
 
         cfg = _stage_config(config, out, {})
         summary = stage_reduce(cfg)
@@ -214,7 +214,7 @@ def info(store: str = typer.Argument(..., help="Store path or URL.")):
     _quiet()
 
     def go():
-        from attnsim.summary import print_store_info
+        from attnsim.report.tables import print_store_info
 
         print_store_info(console, store)
 
@@ -227,7 +227,7 @@ def verify(store: str = typer.Argument(..., help="Store path or URL.")):
     _quiet()
 
     def go():
-        from attnsim.verify import verify_store
+        from attnsim.store.verify import verify_store
 
         report = verify_store(store)
         for line in report.lines():
@@ -277,7 +277,7 @@ def inspect_head(
     _quiet()
 
     def go():
-        from attnsim.matrices import inspect_head as run_inspect
+        from attnsim.report.matrices import inspect_head as run_inspect
 
         run_inspect(console, store, window, layer, head, png=png, top=top, recompute=recompute)
 
@@ -310,7 +310,7 @@ def segment(
     _quiet()
 
     def go():
-        from attnsim.segment_run import eval_command, make_config, segment_command
+        from attnsim.segment.command import eval_command, make_config, segment_command
 
         cfg = make_config(layers=layers, heads=heads, head_stats=head_stats, head_label=head_label,
                           similarity=similarity_kind.value, block=block, min_segment=min_segment, window=window)

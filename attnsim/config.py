@@ -23,7 +23,7 @@ Tier = Literal["default", "vectors", "dense"]
 
 
 class LabelRule(BaseModel):
-    """Thresholds of the head-specialisation rule (see DESIGN.md, Statistics). Checked in order."""
+    """Thresholds of the head-specialisation rule (see docs/design.md, Statistics). Checked in order."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -16,11 +16,12 @@ import logging
 import fsspec
 
 from attnsim.config import RunConfig, join_url
-from attnsim.corpus import PrepareResult, check_settings, local_map, prepare, token_classes
+from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
 from attnsim.errors import UserError
-from attnsim.models import load_model
-from attnsim.progress import ExtractProgress
-from attnsim.store import completed_units, consolidate, layout_from_attrs, open_store, update_attrs
+from attnsim.model.loading import load_model
+from attnsim.extract.progress import ExtractProgress
+from attnsim.store.io import completed_units, consolidate, open_store, update_attrs
+from attnsim.store.meta import layout_from_attrs
 
 log = logging.getLogger("attnsim")
 
@@ -62,7 +63,7 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
     info = model_info(cfg)
     mapper = local_map
     if use_ray:
-        from attnsim.runner import ensure_ray, ray_map
+        from attnsim.executors.ray_actors import ensure_ray, ray_map
 
         def mapper(fn, items):  # Ray starts only once the inputs have been checked
             ensure_ray()
@@ -98,17 +99,17 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
     progress_url = join_url(cfg.out, "progress.json")
     with ExtractProgress(layout.n_units, layout.n_windows, attrs["corpus"]["tokens"], progress_url, done_units=layout.n_units - len(todo)) as progress:
         if use_ray:
-            from attnsim.runner import ensure_ray, run_extract
+            from attnsim.executors.ray_actors import ensure_ray, run_extract
 
             ensure_ray()
             result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
         else:
-            from attnsim.runner import run_extract_local
+            from attnsim.executors.ray_actors import run_extract_local
 
             result = run_extract_local(cfg, todo, on_unit=progress.advance)
     remaining, _ = pending_units(url)
     if not remaining:
-        from attnsim.card import write_card
+        from attnsim.store.card import write_card
 
         update_attrs(url, extracted=True)
         write_card(url)  # README.md + attrs["dataset_card"]: the driver writes metadata, never an actor
@@ -117,13 +118,13 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
 
 
 def stage_reduce(cfg: RunConfig) -> dict:
-    from attnsim.reduce import reduce_store
+    from attnsim.reduce.stage import reduce_store
 
     return reduce_store(cfg)
 
 
 def stage_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[int, int]] | None = None) -> str:
-    from attnsim.report import write_report
+    from attnsim.report.stage import write_report
 
     return write_report(cfg, window=window, heads=heads)
 

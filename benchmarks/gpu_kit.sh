@@ -14,8 +14,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from attnsim.models import resolve_model_source
-from attnsim.sources import CORPUS_ALIASES
+from attnsim.model.loading import resolve_model_source
+from attnsim.prepare.sources import CORPUS_ALIASES
 
 src, dst = Path(resolve_model_source("minilm")), Path(".gpu/minilm")
 for f in src.iterdir():

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from attnsim.config import RunConfig
-from attnsim.corpus import prepare, token_classes
-from attnsim.extract import Extractor, units_in_flight
-from attnsim.models import load_model
-from attnsim.store import TIER_ARRAYS, TOKEN_ARRAYS, Layout, create_store, layout_from_attrs, open_store, read_unit, write_marker, write_unit
+from attnsim.prepare.stage import prepare, token_classes
+from attnsim.extract.stage import Extractor, units_in_flight
+from attnsim.model.loading import load_model
+from attnsim.store.io import create_store, open_store, read_unit, write_marker, write_unit
+from attnsim.store.meta import Layout, TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
 
 HERE = Path(__file__).resolve().parent
 GOALS = {
@@ -52,7 +53,7 @@ GOALS = {
 
 def small_corpus(folder: Path, n_docs: int) -> str:
     """The first n documents of `lee`, one per line (the smoke mode's corpus)."""
-    from attnsim.sources import read_documents
+    from attnsim.prepare.sources import read_documents
 
     docs = [d.text for _, d in zip(range(n_docs), read_documents("lee"))]
     path = folder / "lee_head.txt"
@@ -132,8 +133,8 @@ def reduce_probe(store: str, out: str, bootstrap: int) -> dict:
     code = (
         "import json, threading, time, psutil\n"
         "from attnsim.config import RunConfig\n"
-        "from attnsim.reduce import reduce_store\n"
-        "import attnsim.models, polars, dask.array, tokenizers\n"
+        "from attnsim.reduce.stage import reduce_store\n"
+        "import attnsim.model.loading, polars, dask.array, tokenizers\n"
         "proc = psutil.Process(); before = proc.memory_info().rss; peak = [before]; done = threading.Event()\n"
         "def sample():\n"
         "    while not done.is_set():\n"
@@ -348,7 +349,8 @@ def markdown(r: dict, smoke: bool) -> str:
     if "reduce_seconds" in r:
         lines += [
             "",
-            f"Reduce: {r['reduce_seconds']:.2f} s on the corpus (median of {len(r['reduce_walls'])} fresh processes). Its memory, 1x vs 4x the corpus: process peak RSS "
+            f"Reduce: {r['reduce_seconds']:.2f} s on the corpus (median of {len(r['reduce_walls'])} fresh processes). "
+            "Its memory, 1x vs 4x the corpus: process peak RSS "
             f"{r['reduce_peak_mib_1x']:.0f} vs {r['reduce_peak_mib_4x']:.0f} MiB; growth during the reduce "
             f"{r['reduce_growth_mib_1x']:.0f} vs {r['reduce_growth_mib_4x']:.0f} MiB (the goal's ratio).",
             f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",

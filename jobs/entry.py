@@ -76,7 +76,7 @@ def load_config(config: str, overrides: dict[str, Any]) -> RunConfig:
                 raise UserError(f"override {dotted!r}: {part!r} is not a group of settings")
         node[leaf] = value
     cfg = RunConfig.from_dict(data)
-    from attnsim.reduce import check_scheduler
+    from attnsim.reduce.stage import check_scheduler
 
     check_scheduler(cfg.dask_scheduler)  # fail now, not after hours of extraction
     return cfg
@@ -84,7 +84,7 @@ def load_config(config: str, overrides: dict[str, Any]) -> RunConfig:
 
 def probe_scheduler(spec: str, timeout: float = 10.0) -> None:
     """A dask.distributed address must answer before the run starts, not after its extraction."""
-    from attnsim.reduce import check_scheduler
+    from attnsim.reduce.stage import check_scheduler
 
     if check_scheduler(spec) != "distributed":
         return
@@ -97,7 +97,7 @@ def probe_scheduler(spec: str, timeout: float = 10.0) -> None:
 
 def connect(address: str) -> None:
     """Join the running Ray cluster (token authentication stays on: RAY_AUTH_TOKEN or ~/.ray/auth_token)."""
-    from attnsim.runner import ensure_ray
+    from attnsim.executors.ray_actors import ensure_ray
 
     try:
         ensure_ray(address)

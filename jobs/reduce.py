@@ -15,8 +15,8 @@ from jobs.entry import console, main
 
 def work(cfg) -> None:
     from attnsim.pipeline import stage_reduce
-    from attnsim.reduce import stats_paths
-    from attnsim.summary import print_layer_table
+    from attnsim.reduce.stage import stats_paths
+    from attnsim.report.tables import print_layer_table
 
     summary = stage_reduce(cfg)
     out = console()

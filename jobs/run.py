@@ -14,7 +14,7 @@ from jobs.entry import console, main
 
 def work(cfg) -> None:
     from attnsim.pipeline import run_all
-    from attnsim.summary import print_summary
+    from attnsim.report.tables import print_summary
 
     result = run_all(cfg, use_ray=True)
     print_summary(console(), cfg, result)

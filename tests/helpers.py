@@ -22,7 +22,7 @@ def make_tiny_model(folder: Path, model_type: str = "bert", layers: int = 2, hea
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from attnsim.models import resolve_model_source
+    from attnsim.model.loading import resolve_model_source
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_source("minilm"))
     torch.manual_seed(0)

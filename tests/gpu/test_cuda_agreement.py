@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnsim.corpus import token_classes
-from attnsim.extract import UnitComputer
-from attnsim.models import load_model
-from attnsim.similarity import MASS_CATEGORIES
+from attnsim.prepare.stage import token_classes
+from attnsim.extract.stage import UnitComputer
+from attnsim.model.loading import load_model
+from attnsim.store.meta import MASS_CATEGORIES
 from helpers import DOCS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnsim.models import ADAPTERS, LoadedModel, _get, head_taps
+from attnsim.model.loading import ADAPTERS, LoadedModel, _get, head_taps
 
 
 def tiny(model_type: str):

@@ -8,11 +8,11 @@ import pytest
 import torch
 import zarr
 
-import attnsim.extract as extract
-from attnsim.agreement import disagreements
+import attnsim.extract.stage as extract
+from attnsim.model.agreement import disagreements
 from attnsim.config import RunConfig
-from attnsim.extract import UnitComputer
-from attnsim.models import load_model
+from attnsim.extract.stage import UnitComputer
+from attnsim.model.loading import load_model
 from attnsim.pipeline import stage_prepare
 from helpers import make_tiny_model
 

@@ -15,9 +15,9 @@ import psutil
 import pytest
 
 from attnsim.config import RunConfig
-from attnsim.extract import units_in_flight
+from attnsim.extract.stage import units_in_flight
 from attnsim.pipeline import stage_extract, stage_prepare
-from attnsim.store import completed_units
+from attnsim.store.io import completed_units
 from helpers import array_digest, extract_actor_processes, extract_in_process
 
 

@@ -14,9 +14,9 @@ import torch
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.pipeline import pending_units, stage_prepare
-from attnsim import runner
-from attnsim.runner import pool_plan, run_extract, run_extract_local
-from attnsim.verify import verify_store
+from attnsim.executors import ray_actors as runner
+from attnsim.executors.ray_actors import pool_plan, run_extract, run_extract_local
+from attnsim.store.verify import verify_store
 from helpers import array_digest
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from attnsim.errors import UserError
-from attnsim.models import load_model
+from attnsim.model.loading import load_model
 
 EVIL_CODE = '''
 import os, pathlib
@@ -57,7 +57,10 @@ def test_model_code_runs_only_when_the_user_trusts_it(code_model, tmp_path):
     process, so the module cache it writes goes to a temp folder, not the user's home)."""
     folder, sentinel = code_model
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    probe = f"from attnsim.models import load_model\ntry:\n    load_model({str(folder)!r}, trust_remote_code=True)\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    probe = (
+        f"from attnsim.model.loading import load_model\ntry:\n    load_model({str(folder)!r}, trust_remote_code=True)\n"
+        "except Exception as e:\n    print(type(e).__name__, e)"
+    )
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert sentinel.exists(), r.stdout + r.stderr
     assert "not a BERT-family encoder" in r.stdout  # it ran, and attnsim still refused the architecture

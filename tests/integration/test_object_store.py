@@ -14,7 +14,7 @@ import pytest
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare, stage_reduce
-from attnsim.verify import verify_store
+from attnsim.store.verify import verify_store
 from helpers import array_digest, store_digest
 
 BUCKET = "attnsim-test"

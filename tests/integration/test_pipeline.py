@@ -9,7 +9,7 @@ import torch
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare, stage_reduce
-from attnsim.similarity import MASS_CATEGORIES
+from attnsim.store.meta import MASS_CATEGORIES
 from helpers import array_digest
 
 

@@ -11,7 +11,7 @@ import zarr
 
 from attnsim.config import RunConfig
 from helpers import extract_in_process
-from attnsim.reduce import reduce_store
+from attnsim.reduce.stage import reduce_store
 
 
 @pytest.fixture(scope="module")

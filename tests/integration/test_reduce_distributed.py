@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 from attnsim.config import RunConfig
 from helpers import extract_in_process
 from attnsim.errors import UserError
-from attnsim.reduce import check_scheduler, reduce_store
+from attnsim.reduce.stage import check_scheduler, reduce_store
 
 TABLES = ("head_stats", "distance_decay", "anchors", "layer_summary")
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from attnsim.cli import app
 from attnsim.config import RunConfig
-from attnsim.dataset import OutOfRange, open_store
+from attnsim.store.dataset import OutOfRange, open_store
 from attnsim.errors import UserError
 from attnsim.pipeline import run_all, stage_extract, stage_prepare, stage_reduce
 
@@ -77,7 +77,7 @@ class Page(HTMLParser):
 
 # ------------------------------------------------------------------------------------- report
 def test_run_all_ends_with_the_report_and_prints_its_path(runs):
-    from attnsim.summary import print_summary
+    from attnsim.report.tables import print_summary
 
     report = Path(runs["result"]["report"])
     assert report == Path(runs["plain"].out) / "report"
@@ -105,7 +105,7 @@ def test_report_files_are_valid_non_trivial_png_and_html(runs):
 
 
 def test_claims_table_is_computed_from_the_statistics(runs):
-    from attnsim.claims import evaluate
+    from attnsim.report.claims import evaluate
 
     cfg = runs["plain"]
     stats = Path(cfg.stats_url)
@@ -121,7 +121,7 @@ def test_claims_table_is_computed_from_the_statistics(runs):
 
 
 def test_example_matrices_recomputed_by_the_model_match_the_dense_tier(runs):
-    from attnsim.matrices import recompute_dense
+    from attnsim.report.matrices import recompute_dense
 
     plain, dense = open_store(runs["plain"].store_url), open_store(runs["dense"].store_url)
     assert plain.tiers == ("default",)

@@ -10,11 +10,11 @@ import torch
 from typer.testing import CliRunner
 
 from attnsim.cli import app
-from attnsim.models import head_taps, load_model
-from attnsim.segment import SegmentConfig, Segmenter
-from attnsim.segment_eval import METHODS, SUBSETS, evaluate
-from attnsim.segment_features import plan_windows, sentence_vectors
-from attnsim.similarity import split_heads
+from attnsim.model.loading import head_taps, load_model
+from attnsim.segment.segmenter import SegmentConfig, Segmenter
+from attnsim.segment.evaluate import METHODS, SUBSETS, evaluate
+from attnsim.segment.features import plan_windows, sentence_vectors
+from attnsim.model.kernels import split_heads
 
 VOLCANO = (
     "The volcano erupted shortly after dawn on Tuesday. Ash clouds rose more than ten kilometres into the sky. "

@@ -8,13 +8,14 @@ import platform
 
 import pytest
 
-from attnsim.allocator import keep_freed_memory
+from attnsim.model.allocator import keep_freed_memory
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_thresholds_keep_a_freed_large_block_in_the_heap():
     class MallInfo2(ctypes.Structure):  # glibc >= 2.33
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+        names = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+        _fields_ = [(name, ctypes.c_size_t) for name in names]
 
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     libc.mallinfo2.restype = MallInfo2

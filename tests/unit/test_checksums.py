@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from attnsim.store import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
-from attnsim.verify import _check_unit, environment_lines
+from attnsim.store.io import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
+from attnsim.store.verify import _check_unit, environment_lines
 from test_store_writes import LAYOUT, unit_arrays
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnsim.claims import FAILS, HOLDS, UNSURE, above, evaluate, head_bootstrap, scaled_rule
+from attnsim.report.claims import FAILS, HOLDS, UNSURE, above, evaluate, head_bootstrap, scaled_rule
 from attnsim.config import LabelRule
 
 RULE = LabelRule()

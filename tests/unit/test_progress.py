@@ -8,8 +8,8 @@ import logging
 import fsspec
 import pytest
 
-from attnsim import progress as progress_module
-from attnsim.progress import ExtractProgress
+from attnsim.extract import progress as progress_module
+from attnsim.extract.progress import ExtractProgress
 
 
 class Clock:

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnsim.card import card_text, corpus_licence, model_licence
-from attnsim.matrices import _prefix, choose_heads
-from attnsim.figures import _binned
-from attnsim.render import Doc
+from attnsim.store.card import card_text, corpus_licence, model_licence
+from attnsim.report.matrices import _prefix, choose_heads
+from attnsim.report.figures import _binned
+from attnsim.report.render import Doc
 
 
 def tiny_png() -> bytes:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from attnsim.errors import UserError
-from attnsim.segment import choose_boundaries, depth_scores, gap_cohesion, gap_scores
-from attnsim.segment_eval import (
+from attnsim.segment.segmenter import choose_boundaries, depth_scores, gap_cohesion, gap_scores
+from attnsim.segment.evaluate import (
     as_string,
     build_samples,
     make_texttiling,

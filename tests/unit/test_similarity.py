@@ -7,8 +7,7 @@ import math
 import numpy as np
 import torch
 
-from attnsim.similarity import (
-    MASS_CATEGORIES,
+from attnsim.model.kernels import (
     attention_mass,
     attention_probs,
     row_topk,
@@ -17,6 +16,7 @@ from attnsim.similarity import (
     split_heads,
     topk_neighbours,
 )
+from attnsim.store.meta import MASS_CATEGORIES
 
 
 def test_split_heads_and_dot_similarity():

@@ -15,11 +15,11 @@ import pytest
 import zarr
 
 from attnsim.config import RunConfig
-from attnsim.corpus import pack_partition, prepare, token_classes
+from attnsim.prepare.stage import pack_partition, prepare, token_classes
 from attnsim.errors import UserError
-from attnsim.models import load_tokenizer
-from attnsim.sources import Problems, read_documents
-from attnsim.windows import MAX_SPLIT_BLOCK, WindowPacker
+from attnsim.model.loading import load_tokenizer
+from attnsim.prepare.sources import Problems, read_documents
+from attnsim.prepare.windows import MAX_SPLIT_BLOCK, WindowPacker
 
 
 @pytest.fixture(scope="module")

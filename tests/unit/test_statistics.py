@@ -10,10 +10,11 @@ import polars as pl
 import pytest
 
 from attnsim.config import LabelRule, RunConfig
-from attnsim.models import resolve_model_source
-from attnsim.reduce import reduce_store
-from attnsim.similarity import MASS_CATEGORIES
-from attnsim.store import Layout, create_store, write_marker, write_unit
+from attnsim.model.loading import resolve_model_source
+from attnsim.reduce.stage import reduce_store
+from attnsim.store.meta import MASS_CATEGORIES
+from attnsim.store.io import create_store, write_marker, write_unit
+from attnsim.store.meta import Layout
 
 CLS, SEP, A, B, C, D, E = 101, 102, 1037, 1038, 1039, 1040, 1041
 T = 8
@@ -144,7 +145,7 @@ def test_result_does_not_depend_on_blocks_or_scheduler(tmp_path):
 
 def test_incomplete_store_is_refused(tmp_path):
     from attnsim.errors import UserError
-    from attnsim.store import remove_marker
+    from attnsim.store.io import remove_marker
 
     url = build(tmp_path, windows_per_shard=1)
     remove_marker(url, 1)

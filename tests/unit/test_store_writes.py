@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attnsim import retry, store
-from attnsim.retry import is_transient, with_retries
-from attnsim.store import Layout, create_store, read_unit, write_marker, write_unit
+from attnsim.store import io as store
+from attnsim.store import retry
+from attnsim.store.retry import is_transient, with_retries
+from attnsim.store.io import create_store, read_unit, write_marker, write_unit
+from attnsim.store.meta import Layout
 
 LAYOUT = Layout(n_windows=10, max_tokens=6, n_layers=2, n_heads=2, head_size=4, k=3, n_categories=8, windows_per_shard=4, tiers=("default",))
 

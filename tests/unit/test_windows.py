@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnsim.models import load_tokenizer
-from attnsim.windows import SentenceSplitter, WindowPacker
+from attnsim.model.loading import load_tokenizer
+from attnsim.prepare.windows import SentenceSplitter, WindowPacker
 from helpers import DOCS
 
 

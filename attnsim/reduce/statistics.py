@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from attnsim.config import LabelRule
-from attnsim.pairs import PAIR_STATS, WINDOW_STATS, Partial
-from attnsim.similarity import MASS_CATEGORIES
+from attnsim.reduce.pairs import PAIR_STATS, WINDOW_STATS, Partial
+from attnsim.store.meta import MASS_CATEGORIES
 
 LABELS = ("separator", "repetition", "anchor", "positional", "sentence", "broad")
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnsim.models import LoadedModel, head_taps
-from attnsim.similarity import split_heads
+from attnsim.model.loading import LoadedModel, head_taps
+from attnsim.model.kernels import split_heads
 
 
 def plan_windows(lengths: list[int], capacity: int) -> list[tuple[int, int]]:

@@ -19,11 +19,11 @@ import logging
 import fsspec
 import polars as pl
 
-from attnsim.claims import RULE, evaluate
+from attnsim.report.claims import RULE, evaluate
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
-from attnsim.figures import attention_mass_figure, decay_figure, head_map_figure, layer_ci_figure, similarity_figure
-from attnsim.render import Doc
+from attnsim.report.figures import attention_mass_figure, decay_figure, head_map_figure, layer_ci_figure, similarity_figure
+from attnsim.report.render import Doc
 
 log = logging.getLogger("attnsim")
 TABLES = ("head_stats", "distance_decay", "anchors", "layer_summary")
@@ -85,7 +85,7 @@ def _settings(cfg: RunConfig, summary: dict, store) -> list[list[str]]:
 def _claims_section(doc: Doc, claims) -> None:
     doc.heading("Claims of the paper, tested on this run")
     doc.para("Each finding of Halevi et al. (arXiv 2512.21956) is tested by a statistic of this run. "
-             "The table is computed from `stats/` by `attnsim/claims.py`; rerunning the report recomputes it.")
+             "The table is computed from `stats/` by `attnsim/report/claims.py`; rerunning the report recomputes it.")
     rows = [[c.finding, c.statistic, c.value_text(), c.interval, c.compared, c.verdict] for c in claims]
     doc.table(["finding", "statistic on this run", "value [interval]", "interval", "compared with", "verdict"], rows,
               classes={5: lambda v: VERDICT_CLASS.get(v, "")})
@@ -94,7 +94,7 @@ def _claims_section(doc: Doc, claims) -> None:
 
 
 def _example_figure(doc: Doc, cfg: RunConfig, store, heads: pl.DataFrame, window, picks, files: dict) -> None:
-    from attnsim.matrices import MAX_SHOWN, _prefix, choose_heads, choose_window, example_panels
+    from attnsim.report.matrices import MAX_SHOWN, _prefix, choose_heads, choose_window, example_panels
 
     if store is None:
         doc.para("Example similarity matrices: not drawn, the store could not be opened.")
@@ -125,7 +125,7 @@ def _example_figure(doc: Doc, cfg: RunConfig, store, heads: pl.DataFrame, window
 
 
 def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window=None, picks=None) -> tuple[Doc, dict[str, bytes]]:
-    from attnsim.dataset import open_store
+    from attnsim.store.dataset import open_store
 
     heads, layers, anchors, decay = (tables[n] for n in ("head_stats", "layer_summary", "anchors", "distance_decay"))
     try:
@@ -138,7 +138,7 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
     doc.para(f"How the {m['layers'] * m['heads']} self-attention heads of `{m['name']}` behave over {c['windows']} windows of "
              f"the corpus `{c['spec']}`, measured by the context similarity S[i, j] = v_i · v_j of each head's output vectors "
              "(Halevi et al., \"Self-attention vector output similarities reveal how machines pay attention\", arXiv 2512.21956). "
-             "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in DESIGN.md.")
+             "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in docs/design.md.")
     doc.heading("Run settings")
     doc.table(["setting", "value"], _settings(cfg, summary, store))
     _claims_section(doc, evaluate(layers, heads, summary, cfg.labels, cfg.sentence_separator))
@@ -154,7 +154,7 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
             "Figure 2. Per layer: mean distance of high pairs (tokens), same-sentence enrichment and repetition "
             "enrichment (how many times more often than among all pairs), with 95% bootstrap CIs over windows."),
         "head_map.png": (head_map_figure(heads),
-            "Figure 3. Head specialisation by the label rule of `attnsim/statistics.py` (thresholds in Run settings); "
+            "Figure 3. Head specialisation by the label rule of `attnsim/reduce/statistics.py` (thresholds in Run settings); "
             "text: each head's top anchor token (most frequent target of its high pairs) and its share of them."),
         "attention_mass.png": (attention_mass_figure(heads),
             "Figure 4. Mean attention weight a query token gives to [CLS], [SEP], punctuation, itself, the previous and "

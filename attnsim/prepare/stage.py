@@ -1,7 +1,7 @@
 """Stage `prepare`: corpus -> windows (token ids, sentence ids, spans) and the shard plan, in the store.
 
 Partitions of documents are packed independently (``map_partitions`` fans them out: Ray tasks in
-`runner.py`, a plain loop in tests); the driver then creates every array of the store at its final
+`attnsim.executors`, a plain loop in tests); the driver then creates every array of the store at its final
 shape and writes the token arrays. A store already prepared with the same settings is kept as it
 is (a resumed run); one prepared with other settings is refused, untouched.
 
@@ -21,11 +21,12 @@ from typing import Callable, Iterable
 from attnsim import __version__
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.models import load_tokenizer
-from attnsim.similarity import MASS_CATEGORIES
-from attnsim.sources import Problems, read_documents
-from attnsim.store import TOKEN_ARRAYS, Layout, consolidate, create_store, open_store, store_exists, write_unit
-from attnsim.windows import WindowPacker, WindowRows
+from attnsim.model.loading import load_tokenizer
+from attnsim.store.meta import MASS_CATEGORIES
+from attnsim.prepare.sources import Problems, read_documents
+from attnsim.store.io import consolidate, create_store, open_store, store_exists, write_unit
+from attnsim.store.meta import Layout, TOKEN_ARRAYS
+from attnsim.prepare.windows import WindowPacker, WindowRows
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
 

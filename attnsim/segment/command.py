@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from attnsim.errors import UserError
-from attnsim.segment import SegmentConfig, Segmenter, heads_from_stats
+from attnsim.segment.segmenter import SegmentConfig, Segmenter, heads_from_stats
 
 DOCS_PER_BATCH = 64  # corpus mode: documents segmented per model call (bounds memory, streams output)
 
@@ -50,8 +50,8 @@ def make_config(*, layers: str, heads: str | None, head_stats: str | None, head_
 def segment_command(console, *, source: str | None, corpus: str | None, model: str, jsonl: str | None,
                     n_segments: int | None, cfg: SegmentConfig, text_column: str, one_per_line: bool) -> None:
     """Segment one text (a file, or - for stdin) or every document of a corpus."""
-    from attnsim.models import load_model
-    from attnsim.sources import Document, Problems, read_documents, resolve_corpus
+    from attnsim.model.loading import load_model
+    from attnsim.prepare.sources import Document, Problems, read_documents, resolve_corpus
 
     if (source is None) == (corpus is None):
         raise UserError("give one text file (or - for standard input) or --corpus, not both or neither; or --eval")
@@ -106,10 +106,10 @@ def eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samp
     """Print (and optionally save) the Pk / WindowDiff table of attnsim, TextTiling and random."""
     from rich.table import Table
 
-    from attnsim.models import load_model
-    from attnsim.segment_eval import METHODS, SUBSETS, corpus_sentences, evaluate
-    from attnsim.sources import read_documents
-    from attnsim.windows import SentenceSplitter
+    from attnsim.model.loading import load_model
+    from attnsim.segment.evaluate import METHODS, SUBSETS, corpus_sentences, evaluate
+    from attnsim.prepare.sources import read_documents
+    from attnsim.prepare.windows import SentenceSplitter
 
     if n_samples < 1:
         raise UserError(f"--samples {n_samples} must be at least 1")

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from attnsim.config import LabelRule
-from attnsim.statistics import label_head
+from attnsim.reduce.statistics import label_head
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 RULE = (

@@ -8,8 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attnsim.config import RunConfig
-from attnsim.reduce import stats_paths
-from attnsim.store import completed_units, layout_from_attrs, open_store, unit_environments
+from attnsim.reduce.stage import stats_paths
+from attnsim.store.io import completed_units, open_store, unit_environments
+from attnsim.store.meta import layout_from_attrs
 
 
 def _f(x, digits=2) -> str:

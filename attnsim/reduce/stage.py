@@ -24,9 +24,10 @@ import polars as pl
 
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
-from attnsim.pairs import block_partial, threshold_pairs, topk_pairs
-from attnsim.statistics import decay_table, head_table, layer_table
-from attnsim.store import completed_units, layout_from_attrs, open_store
+from attnsim.reduce.pairs import block_partial, threshold_pairs, topk_pairs
+from attnsim.reduce.statistics import decay_table, head_table, layer_table
+from attnsim.store.io import completed_units, open_store
+from attnsim.store.meta import layout_from_attrs
 
 TOKEN_INPUTS = ("input_ids", "sentence_id", "length")
 
@@ -209,7 +210,7 @@ def dask_scheduler(spec):
 
 
 def reduce_store(cfg: RunConfig, url: str | None = None, stats_url: str | None = None, scheduler=None) -> dict:
-    """Compute every statistic of DESIGN.md and write the Parquet tables and summary.json."""
+    """Compute every statistic of docs/design.md and write the Parquet tables and summary.json."""
     began = time.perf_counter()
     url = url or cfg.store_url
     stats_url = stats_url or cfg.stats_url
@@ -257,7 +258,7 @@ def _token_text(attrs):
 
         fast = Tokenizer.from_file(str(source / "tokenizer.json"))
         return lambda idx: fast.id_to_token(int(idx))
-    from attnsim.models import load_tokenizer
+    from attnsim.model.loading import load_tokenizer
 
     tok = load_tokenizer(str(source))
     return lambda idx: tok.convert_ids_to_tokens(int(idx))

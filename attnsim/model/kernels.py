@@ -9,10 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# Order of the attention-mass categories; also written to the store's attributes.
-MASS_CATEGORIES = ("cls", "sep", "punct", "self", "prev", "next", "same_sentence", "entropy")
-
-
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """(B, T, H*d) -> (B, H, T, d)."""
     b, t, hd = x.shape

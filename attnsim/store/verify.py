@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from attnsim.store import LEGACY_CHECKSUM_ALGORITHM, describe_environment, TIER_ARRAYS, completed_units, layout_from_attrs, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, describe_environment, completed_units, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store.meta import TIER_ARRAYS, layout_from_attrs
 
 
 @dataclass

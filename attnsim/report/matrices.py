@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attnsim.config import RunConfig
-from attnsim.dataset import SimilarityStore, open_store
+from attnsim.store.dataset import SimilarityStore, open_store
 from attnsim.errors import UserError
-from attnsim.figures import similarity_figure
+from attnsim.report.figures import similarity_figure
 
 MAX_SHOWN = 60  # tokens per axis: beyond this, token labels get too small to read in a 2 x 2 figure
 SCAN = 256  # windows looked at when choosing one (the first shards only: cheap on any store size)
@@ -77,8 +77,8 @@ def choose_heads(heads: pl.DataFrame, n: int = 4) -> list[tuple[int, int]]:
 
 def recompute_dense(store: SimilarityStore, cfg: RunConfig, window: int) -> np.ndarray:
     """S of every head on one window, (L, H, T, T) float32, by running the run's model (CPU)."""
-    from attnsim.extract import UnitComputer
-    from attnsim.models import load_model
+    from attnsim.extract.stage import UnitComputer
+    from attnsim.model.loading import load_model
 
     attrs = store.attrs
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)

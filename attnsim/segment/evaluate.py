@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnsim.errors import UserError
-from attnsim.segment import choose_boundaries
+from attnsim.segment.segmenter import choose_boundaries
 
 SUBSETS = {"3-5": (3, 5), "6-8": (6, 8), "9-11": (9, 11), "3-11": (3, 11)}  # Choi's four ranges
 
@@ -153,7 +153,7 @@ def evaluate(segmenter, documents: list[list[str]], *, n_samples: int = 100, see
     """Pk and WindowDiff of attnsim, TextTiling and a random baseline on Choi-style samples.
 
     ``documents`` are sentence lists (see `corpus_sentences`); ``segmenter`` is an
-    `attnsim.segment.Segmenter`. Returns one row per (method, subset), methods in METHODS order.
+    `attnsim.segment.segmenter.Segmenter`. Returns one row per (method, subset), methods in METHODS order.
     """
     subsets = subsets or list(SUBSETS)
     tiler = make_texttiling()

@@ -17,7 +17,7 @@ from pathlib import Path
 import fsspec
 import zarr
 
-from attnsim.store import update_attrs
+from attnsim.store.io import update_attrs
 
 CARD_FILE = "README.md"
 

@@ -1,6 +1,6 @@
 """Per-block counting for the reduce: high pairs of one block of windows -> a mergeable `Partial`.
 
-Pure numpy + Polars over arrays; no store, no Dask. Definitions (DESIGN.md, Statistics):
+Pure numpy + Polars over arrays; no store, no Dask. Definitions (docs/design.md, Statistics):
 
 * real token: a non-padding, non-special position (sentence_id >= 0);
 * a pair (i, j) is ordered, i != j, within one window; a *high* pair has i real and j a valid

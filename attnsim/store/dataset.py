@@ -98,7 +98,7 @@ class SimilarityStore:
     @functools.cached_property
     def tokenizer(self):
         """The tokenizer recorded in the store; falls back to the model name if that folder moved."""
-        from attnsim.models import load_tokenizer
+        from attnsim.model.loading import load_tokenizer
 
         tried = []
         for source in dict.fromkeys([self.attrs["tokenizer"]["source"], self.attrs["model"]["name"]]):

@@ -1,4 +1,4 @@
-"""The Zarr v3 store format v1 (DESIGN.md): create, write a unit, mark it, open, read.
+"""The Zarr v3 store format v1 (docs/design.md): create, write a unit, mark it, open, read.
 
 Arrays are created once at their final shape by the driver; a work unit (``windows_per_shard``
 consecutive windows) writes whole shards of every array, then its marker
@@ -17,11 +17,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import math
 import os
 import zlib
 from concurrent.futures import Executor
-from dataclasses import dataclass
 
 import fsspec
 import numpy as np
@@ -31,76 +29,11 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from attnsim import FORMAT_VERSION
 from attnsim.errors import UserError
-from attnsim.retry import with_retries
-from attnsim.shards import encode_shard, shard_plan
+from attnsim.store.meta import Layout
+from attnsim.store.retry import with_retries
+from attnsim.store.shards import encode_shard, shard_plan
 
-TOKEN_ARRAYS = ("input_ids", "sentence_id", "char_span", "doc_id", "length")
-TIER_ARRAYS = {
-    "default": ("topk_index", "topk_value", "attention_mass"),
-    "vectors": ("head_vectors",),
-    "dense": ("similarity",),
-}
 MARKER_DIR = "_markers"
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Sizes that fix every array's shape."""
-
-    n_windows: int
-    max_tokens: int
-    n_layers: int
-    n_heads: int
-    head_size: int
-    k: int
-    n_categories: int
-    windows_per_shard: int
-    tiers: tuple[str, ...]
-
-    @property
-    def n_units(self) -> int:
-        return math.ceil(self.n_windows / self.windows_per_shard)
-
-    def unit_windows(self, unit: int) -> tuple[int, int]:
-        start = unit * self.windows_per_shard
-        return start, min(start + self.windows_per_shard, self.n_windows)
-
-    def specs(self) -> dict[str, dict]:
-        """name -> shape, dtype, dims, inner chunk, fill for each array of the store."""
-        w, t, l, h, d, k = self.n_windows, self.max_tokens, self.n_layers, self.n_heads, self.head_size, self.k
-        s = {
-            "input_ids": ((w, t), "int32", ("window", "token"), -1),
-            "sentence_id": ((w, t), "int32", ("window", "token"), -1),
-            "char_span": ((w, t, 2), "int64", ("window", "token", "edge"), -1),
-            "doc_id": ((w,), "int64", ("window",), -1),
-            "length": ((w,), "int32", ("window",), 0),
-        }
-        per_head = ("window", "layer", "head")
-        if "default" in self.tiers:
-            s["topk_index"] = ((w, l, h, t, k), "int16", per_head + ("token", "k"), -1)
-            s["topk_value"] = ((w, l, h, t, k), "float16", per_head + ("token", "k"), float("nan"))
-            s["attention_mass"] = ((w, l, h, self.n_categories), "float32", per_head + ("category",), float("nan"))
-        if "vectors" in self.tiers:
-            s["head_vectors"] = ((w, l, h, t, d), "float16", per_head + ("token", "dim"), float("nan"))
-        if "dense" in self.tiers:
-            s["similarity"] = ((w, l, h, t, t), "float16", per_head + ("token", "other"), float("nan"))
-        out = {}
-        for name, (shape, dtype, dims, fill) in s.items():
-            shard = (self.windows_per_shard,) + shape[1:]
-            # Big per-head arrays: one inner chunk per window (per window and layer for `dense`) so
-            # a reader can fetch one window lazily; small arrays: the shard is the chunk.
-            if name == "similarity":
-                chunk = (1, 1) + shape[2:]
-            elif len(shape) >= 4:
-                chunk = (1,) + shape[1:]
-            else:
-                chunk = shard
-            out[name] = {"shape": shape, "dtype": dtype, "dims": dims, "fill": fill, "chunk": chunk, "shard": shard}
-        return out
-
-
-def layout_from_attrs(attrs: dict) -> Layout:
-    return Layout(**attrs["layout"] | {"tiers": tuple(attrs["layout"]["tiers"])})
 
 
 # zstd level 1 with byte shuffle. Measured on minilm/lee units (single thread, MB/s of raw data and
@@ -290,7 +223,8 @@ def describe_environment(env: dict | None) -> str:
     """One line for a marker's environment, e.g. "cpu float32, 2 threads, torch 2.13.0, transformers 5.24.0"."""
     if not env:
         return "not recorded (written before attnsim recorded it)"
-    return f"{env['device']} {env['dtype']}, {env['threads']} thread{'s' if env['threads'] != 1 else ''}, torch {env['torch']}, transformers {env['transformers']}"
+    threads = f"{env['threads']} thread{'s' if env['threads'] != 1 else ''}"
+    return f"{env['device']} {env['dtype']}, {threads}, torch {env['torch']}, transformers {env['transformers']}"
 
 
 def read_marker(url: str, unit: int) -> dict | None:

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from attnsim.errors import UserError
-from attnsim.models import LoadedModel
-from attnsim.segment_features import sentence_vectors
+from attnsim.model.loading import LoadedModel
+from attnsim.segment.features import sentence_vectors
 
 
 @dataclass
@@ -184,7 +184,7 @@ class Segmenter:
     @property
     def splitter(self):
         if self._splitter is None:
-            from attnsim.windows import SentenceSplitter
+            from attnsim.prepare.windows import SentenceSplitter
 
             self._splitter = SentenceSplitter()
         return self._splitter

@@ -29,7 +29,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.extract import Extractor, units_in_flight
+from attnsim.extract.stage import Extractor, units_in_flight
 
 log = logging.getLogger("attnsim")
 INFRA_ERRORS = (RayActorError, ActorDiedError, ActorUnavailableError, WorkerCrashedError)

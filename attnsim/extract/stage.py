@@ -1,6 +1,6 @@
 """Stage `extract` on one work unit: windows -> head vectors -> S, top-k, attention mass -> store.
 
-Ray-free: `runner.py` schedules units onto actors that each hold one `Extractor`; tests call it
+Ray-free: `attnsim.executors` schedules units onto actors that each hold one `Extractor`; tests call it
 directly. Windows of a unit are batched by length (less padding) while results keep the store's
 window order; each layer's S and top-k are computed as the layer finishes (in the hook), so all
 layers' T x T matrices never coexist. Every unit writes whole shards, then its marker, so the
@@ -28,12 +28,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from attnsim.allocator import keep_freed_memory
+from attnsim.model.allocator import keep_freed_memory
 from attnsim.config import RunConfig
-from attnsim.models import LoadedModel, head_taps, load_model
-from attnsim.shards import encoder_pool
-from attnsim.similarity import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
-from attnsim.store import CHECKSUM_ALGORITHM, TIER_ARRAYS, layout_from_attrs, open_store, read_unit, unit_checksum, write_marker, write_unit
+from attnsim.model.loading import LoadedModel, head_taps, load_model
+from attnsim.store.shards import encoder_pool
+from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
+from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_unit, unit_checksum, write_marker, write_unit
+from attnsim.store.meta import TIER_ARRAYS, layout_from_attrs
 
 
 # Windows are padded to a multiple of this many tokens (or the store's width): few distinct shapes,

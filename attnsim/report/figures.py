@@ -19,7 +19,7 @@ import polars as pl
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from attnsim.statistics import LABELS
+from attnsim.reduce.statistics import LABELS
 
 # Lightness of these colours in grey (0-255): 40, 81, 128, 165, 202, 244 - distinct without colour too.
 LABEL_COLOURS = dict(zip(LABELS, ("#152a52", "#a0302a", "#d06a1a", "#72b4dc", "#b5dca8", "#f4f4f4")))

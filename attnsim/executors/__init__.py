@@ -1,0 +1,1 @@
+"""Where units run: Ray (the prepare fan-out, the extraction actor pool) or this process; the stages do not know."""

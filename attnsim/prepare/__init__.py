@@ -1,0 +1,1 @@
+"""Stage `prepare`: corpus -> documents -> sentences -> windows of token ids, in the store."""

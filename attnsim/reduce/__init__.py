@@ -1,0 +1,1 @@
+"""Stage `reduce`: the store's top-k neighbours -> corpus statistics (Dask over blocks, Polars tables)."""

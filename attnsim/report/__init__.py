@@ -1,0 +1,1 @@
+"""Stage `report`: statistics -> figures, tables, the claims of the paper tested, report.md and report.html."""

@@ -1,0 +1,1 @@
+"""Text segmentation from late-layer head similarities, and its evaluation."""
