@@ -23,17 +23,36 @@ Tier = Literal["default", "vectors", "dense"]
 
 
 class LabelRule(BaseModel):
-    """Thresholds of the head-specialisation rule (see docs/design.md, Statistics). Checked in order."""
+    """Thresholds of the head-specialisation rule (attnsim/reduce/statistics.py), checked in order.
+
+    Every label needs a ratio to the random head (chance.py; 1 = chance) so that a head cannot earn a
+    label by what a random or a purely positional head would score too, and, where the ratio alone
+    could come from a rare class, a share, so that the feature is a large part of what the head does.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    separator_share: float = 0.5  # >= this share of high pairs point at [SEP]/[CLS]/final punct
-    repetition_enrichment: float = 5.0  # >= this many times more repeated tokens than chance
-    repetition_share: float = 0.2  # ... and >= this share of real high pairs are repetitions
+    # Sentence-final punctuation and [SEP] hold about 1 in 20 tokens of prose, so a random head's
+    # separator share is about 0.05: a quarter of all high pairs is 5x that, and the ratio guards
+    # corpora of short windows, where chance itself can approach a quarter.
+    separator_share: float = 0.25  # >= this share of high pairs point at [SEP] or sentence-final punctuation
+    separator_ratio: float = 4.0  # ... and that share is >= this many times the random head's
+    # A fifth of a head's pairs being repeats is far above prose's few percent; 5x chance rules out
+    # corpora whose small vocabulary makes repeats common anyway.
+    repetition_share: float = 0.2  # >= this share of real high pairs join two tokens of one id
+    repetition_ratio: float = 5.0  # ... and >= this many times the random head's share
     anchor_share: float = 0.25  # the top anchor token takes >= this share of high pairs
-    anchor_lift: float = 5.0  # ... and is >= this many times its corpus frequency
-    local_distance: float = 2.0  # mean high-pair distance <= this: a positional (prev/next) head
-    sentence_enrichment: float = 1.5  # same-sentence enrichment >= this: a sentence-local head
+    anchor_ratio: float = 5.0  # ... and >= this many times the random head's expected share of it (its in-degree)
+    # Local (positional): P(d) / chance concentrated at small d. With k = 8, a head of the k nearest
+    # tokens has every pair at d <= 4; half its pairs there, and 3x a random head's share, is
+    # locality that a sentence-wide head (sentences of ~25 tokens: about a third at d <= 4) lacks.
+    local_distance: float = 4.0  # "small d": high pairs at |i - j| <= this count as local
+    local_share: float = 0.5  # >= this share of real high pairs at d <= local_distance
+    local_ratio: float = 3.0  # ... and >= this many times the random head's share there
+    # The matched ratio cannot exceed 1 / p_same at the head's distances (about 1.3-2 for prose at
+    # d of 5-15); 1.2 asks for a fifth more same-sentence pairs than the head's distances predict.
+    # A purely local head scores about 1 (minilm/lee: heads 0.99-1.15, see README).
+    sentence_ratio: float = 1.2  # same_sentence_ratio_matched >= this: a sentence-specific head
 
 
 class RunConfig(BaseModel):

@@ -134,7 +134,10 @@ def attention_mass(
     sentence: torch.Tensor,
     n_sentences: int | None = None,
 ) -> torch.Tensor:
-    """Mean over valid query tokens of the attention mass per category (Clark et al. 2019).
+    """Mean over real query tokens (sentence id >= 0) of the attention mass per category (Clark et al. 2019).
+
+    [CLS] and [SEP] are keys only: their own rows are not averaged (their same-sentence mass would be
+    0 by definition, and a category's share of them is a statement about special tokens, not text).
 
     scores: (B, H, T, J) masked attention logits from `attention_scores` (consumed: turned into
     probabilities in place). valid, is_cls, is_sep, is_punct: (B, T) bool; sentence: (B, T) int
@@ -167,5 +170,5 @@ def attention_mass(
     per_token = torch.stack([sums[..., 0], sums[..., 1], sums[..., 2], diag, prev, nxt, same_sentence, entropy], dim=-1)
     # The mean over queries in float64, rounded once: its float32 sum would round differently as
     # the vectorised reduction splits T differently.
-    w = valid.to(torch.float64)[:, None, :, None]  # (B, 1, T, 1)
+    w = real.to(torch.float64)[:, None, :, None]  # (B, 1, T, 1): real queries only
     return ((per_token.double() * w).sum(2) / w.sum(2).clamp_min(1.0)).float()  # (B, H, C)

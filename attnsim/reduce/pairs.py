@@ -7,11 +7,14 @@ Pure numpy + Polars over arrays; no store, no Dask. Definitions (docs/design.md,
   (non-padding) token that is among i's top k (mode `topk`) or whose S[i, j] is above the head's
   threshold (mode `quantile`);
 * distance, same-sentence and repetition statistics use high pairs whose j is real too
-  ("real high pairs"); separator share and anchors use all high pairs (j may be [CLS]/[SEP]).
+  ("real high pairs"); the class shares ([CLS], [SEP], sentence-final punctuation by position) and
+  anchors use all high pairs (j may be [CLS]/[SEP]);
+* beside each count, the random head's expectation (chance.py), and per window and head the
+  distance-matched same-sentence expectation sum_d N_high(d) * p_same(d).
 
 Example::
 
-    part = block_partial(tokens, topk_index=idx, attention_mass=mass, classes=cls, n_boot=200, seed=0, start=0)
+    part = block_partial(ids, sid, length, topk_pairs(idx, sid), mass, classes, (6, 12), 200, 0, 0, k=8)
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import polars as pl
 
-# Per-window statistics summed per layer, for the Poisson bootstrap (order matters: see statistics.py).
-WINDOW_STATS = ("n_high", "sum_distance", "n_same", "n_rep", "n_sep", "n_high_all")
+from attnsim.reduce.chance import CHANCE_STATS, WindowNull, window_null
+
+# Observed sums per (window, layer, head), in this order: the columns of `Partial.heads` and of
+# the bootstrap array, which continues with PAIR_STATS and CHANCE_STATS (statistics.py reads it).
+WINDOW_STATS = (
+    "n_high", "sum_distance", "n_same", "n_rep", "n_separator", "n_high_all", "n_cls", "n_sep", "n_final", "matched_same",
+)
 PAIR_STATS = ("n_all", "n_same_all", "n_rep_all")
+BOOT_STATS = WINDOW_STATS + PAIR_STATS + CHANCE_STATS
+N_CODES = 32  # a pair's code: bit 0 j real, bit 1 same sentence, bit 2 same token id, bits 3-4 j's CLASS_*
 
 
 @dataclass
@@ -31,28 +41,35 @@ class Partial:
     """Counts over some windows; partials merge by addition, so any grouping gives the same totals."""
 
     n_windows: int
-    n_high_all: np.ndarray  # (L, H) high pairs with i real
-    n_sep: np.ndarray  # (L, H) ... whose target j is [CLS], [SEP] or sentence-final punctuation
-    n_high: np.ndarray  # (L, H) real high pairs (i and j real)
-    sum_distance: np.ndarray  # (L, H) sum of |i - j| over real high pairs
-    n_same: np.ndarray  # (L, H) real high pairs within one sentence
-    n_rep: np.ndarray  # (L, H) real high pairs of the same token id
+    heads: np.ndarray  # (L, H, len(WINDOW_STATS)) observed sums; matched_same is a float expectation
     hist_high: np.ndarray  # (L, H, T) real high pairs by distance d = |i - j|
     n_all_d: np.ndarray  # (T,) all ordered real pairs by distance
+    e_d: np.ndarray  # (T,) the random head's expected real high pairs by distance
     pair_totals: np.ndarray  # (3,) n_all, n_same_all, n_rep_all over all ordered real pairs
+    chance: np.ndarray  # (len(CHANCE_STATS),) the random head's expected sums (chance.py)
     mass_sum: np.ndarray  # (L, H, C) sum over windows of the attention mass
     mass_windows: np.ndarray  # (L, H) windows with a finite attention mass
-    boot: np.ndarray  # (B, L, S + 3) Poisson-weighted sums of WINDOW_STATS per layer, then PAIR_STATS
+    mass_chance: np.ndarray  # (C,) sum over windows with real tokens of the uniform-attention mass
+    mass_chance_windows: int
+    boot: np.ndarray  # (B, L, len(BOOT_STATS)) Poisson-weighted per-layer sums
     anchors: pl.DataFrame  # layer, head, token, count: targets of high pairs
-    token_counts: pl.DataFrame  # token, count: every valid token of the windows
+    token_counts: pl.DataFrame  # token, count, expected: valid tokens, and the random head's in-degree
+
+    def stat(self, name: str) -> np.ndarray:
+        """(L, H) observed sum of one of WINDOW_STATS."""
+        return self.heads[..., WINDOW_STATS.index(name)]
+
+    def expected(self, name: str) -> float:
+        """The random head's expected sum of one of CHANCE_STATS (the same for every head)."""
+        return float(self.chance[CHANCE_STATS.index(name)])
 
     def __add__(self, other: "Partial") -> "Partial":
         merged = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, pl.DataFrame):  # row order is arbitrary until `sorted` (integer sums: exact)
-                keys = [c for c in a.columns if c != "count"]
-                merged[f.name] = pl.concat([a, b]).group_by(keys).agg(pl.col("count").sum())
+            if isinstance(a, pl.DataFrame):  # row order is arbitrary until `sorted`
+                keys = [c for c in a.columns if c in KEYS]
+                merged[f.name] = pl.concat([a, b]).group_by(keys).agg(pl.exclude(keys).sum())
             else:
                 merged[f.name] = a + b
         return Partial(**merged)
@@ -64,29 +81,11 @@ class Partial:
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, pl.DataFrame):
-                tables[f.name] = value.sort([c for c in value.columns if c != "count"])
+                tables[f.name] = value.sort([c for c in value.columns if c in KEYS])
         return replace(self, **tables)
 
 
-def all_pair_counts(input_ids: np.ndarray, sentence_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ordered real pairs per window: N_all(d) summed over windows (T,), and per window (W, 3)
-    n_all, n_same_all (same sentence), n_rep_all (same token id)."""
-    w, t = input_ids.shape
-    real = sentence_id >= 0  # (W, T)
-    n_all_d = np.zeros(t, np.int64)
-    r = real.astype(np.int64)
-    for d in range(1, t):  # two ordered pairs per unordered pair at distance d
-        n_all_d[d] = 2 * int((r[:, :-d] * r[:, d:]).sum())
-    per_window = np.zeros((w, 3), np.int64)
-    n = r.sum(1)
-    per_window[:, 0] = n * (n - 1)
-    for row in range(w):
-        m = real[row]
-        _, c = np.unique(sentence_id[row, m], return_counts=True)
-        per_window[row, 1] = int((c * (c - 1)).sum())
-        _, c = np.unique(input_ids[row, m], return_counts=True)
-        per_window[row, 2] = int((c * (c - 1)).sum())
-    return n_all_d, per_window
+KEYS = ("layer", "head", "token")
 
 
 def topk_pairs(topk_index: np.ndarray, sentence_id: np.ndarray):
@@ -115,83 +114,64 @@ def threshold_pairs(s: np.ndarray, threshold: np.ndarray, sentence_id_row: np.nd
     return np.full(len(i), window), lay, head, i, j
 
 
-def block_partial(
-    input_ids: np.ndarray,
-    sentence_id: np.ndarray,
-    length: np.ndarray,
-    pairs: tuple,
-    attention_mass: np.ndarray | None,
-    classes: dict,
-    shape: tuple[int, int],
-    n_boot: int,
-    seed: int,
-    start: int,
-) -> Partial:
-    """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs."""
-    w, t = input_ids.shape
-    n_layers, n_heads = shape
-    win, lay, head, i, j = (np.asarray(a, np.int32) for a in pairs)
-    lh = lay * n_heads + head  # flat (layer, head) index
-    size = n_layers * n_heads
 
+
+def pair_codes(input_ids, sentence_id, token_class, pairs):
+    """Per high pair: its code (bits: see N_CODES) and its distance key (T for a pair whose j is not real)."""
+    w, t = input_ids.shape
+    win, _, _, i, j = pairs
     # 1-D gathers at flat positions (window * T + token) are several times faster than 2-D ones.
     ids_flat, sid_flat = input_ids.ravel(), sentence_id.ravel()
     src, dst = win * t + i, win * t + j
-    target = ids_flat[dst]
     sid_j = sid_flat[dst]
-    separators = np.zeros(int(max(target.max(initial=0), *classes["final_punct"], classes["cls"], classes["sep"])) + 1, bool)
-    separators[[classes["cls"], classes["sep"], *classes["final_punct"]]] = True
-    is_sep = separators[target] | (sid_j < 0)
     real_j = sid_j >= 0
-    dist = np.abs(i - j)
     same = real_j & (sid_flat[src] == sid_j)
-    rep = real_j & (ids_flat[src] == target)
+    rep = real_j & (ids_flat[src] == ids_flat[dst])
+    # In uint8: shifting the bool arrays directly would make int64 temporaries (75 ms a block).
+    code = real_j.view(np.uint8) | (same.view(np.uint8) << 1) | (rep.view(np.uint8) << 2) | (token_class.ravel()[dst] << 3)
+    dist_key = np.where(real_j, np.abs(i - j), t)  # pairs that are not real land in a last bin, dropped
+    return code, dist_key, ids_flat[dst]
 
-    # The four flags of a pair as bits of one code, so that a single bincount over (key, code)
-    # counts every flag per key at once instead of one masked pass per flag.
-    # In uint8: shifting the bool arrays directly would make three int64 temporaries (75 ms a block).
-    code = real_j.view(np.uint8) | (same.view(np.uint8) << 1) | (rep.view(np.uint8) << 2) | (is_sep.view(np.uint8) << 3)
-    # Pairs that are not real land in an extra last bin of the distance histograms, dropped there.
-    dist_key = np.where(real_j, dist, t)
-    distances = np.arange(t, dtype=np.float64)
 
-    def flag_counts(key: np.ndarray, n_keys: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Flag counts per key, and the (key, distance) histogram of real pairs, (n_keys, T)."""
-        # One bincount over (key, code, distance): both marginals come out of the same pass.
-        if n_keys * 16 * (t + 1) >= 2**31:  # huge units: int32 joint keys would overflow
-            key = key.astype(np.int64)
-        joint = np.bincount((key * 16 + code) * (t + 1) + dist_key, minlength=n_keys * 16 * (t + 1)).reshape(n_keys, 16, t + 1)
-        by_code = joint.sum(2)  # (n_keys, 16)
-        has = lambda bit: by_code[:, [c for c in range(16) if c >> bit & 1]].sum(1)  # noqa: E731
-        hist = joint.sum(1)[:, :t]  # (n_keys, T)
-        # The distance sum is read off the histogram: an integer bincount, not a float-weighted one.
-        flags = {"n_high_all": by_code.sum(1), "n_high": has(0), "n_same": has(1), "n_rep": has(2), "n_sep": has(3), "sum_distance": hist @ distances}
-        return flags, hist
+def window_head_sums(code, dist_key, key, n_keys: int, null: WindowNull) -> tuple[np.ndarray, np.ndarray]:
+    """Observed WINDOW_STATS per key = window * (L*H) + head (n_keys, S), and the distance histogram
+    of real high pairs per key (n_keys, T). Two integer bincounts: one over codes, one over distances."""
+    t = null.n_all_d.shape[1]
+    if n_keys * max(N_CODES, t + 1) >= 2**31:  # huge units: int32 joint keys would overflow
+        key = key.astype(np.int64)
+    by_code = np.bincount(key * N_CODES + code, minlength=n_keys * N_CODES).reshape(n_keys, N_CODES)
+    hist = np.bincount(key * (t + 1) + dist_key, minlength=n_keys * (t + 1)).reshape(n_keys, t + 1)[:, :t]
+    codes = np.arange(N_CODES)
+    has = lambda mask: by_code[:, mask].sum(1)  # noqa: E731
+    cls_of = codes >> 3
+    w = null.p_same_d.shape[0]
+    # Expected same-sentence pairs at the head's own distances: sum_d N_high(w, d) * p_same(w, d).
+    matched = np.einsum("wkt,wt->wk", hist.reshape(w, -1, t).astype(np.float64), null.p_same_d).ravel()
+    stats = {
+        "n_high": has(codes & 1 > 0), "sum_distance": hist @ np.arange(t, dtype=np.float64),
+        "n_same": has(codes & 2 > 0), "n_rep": has(codes & 4 > 0), "n_separator": has(cls_of >= 2),
+        "n_high_all": by_code.sum(1), "n_cls": has(cls_of == 1), "n_sep": has(cls_of == 2), "n_final": has(cls_of == 3),
+        "matched_same": matched,
+    }
+    return np.stack([np.asarray(stats[name], np.float64) for name in WINDOW_STATS], axis=-1), hist
 
-    head_flags, hist = flag_counts(lh, size)
-    heads = {k: v.reshape(n_layers, n_heads) for k, v in head_flags.items()}
-    hist = hist.reshape(n_layers, n_heads, t)
-    n_all_d, window_pairs = all_pair_counts(input_ids, sentence_id)
 
-    # Per-window, per-layer sums for the bootstrap: (W, L, S).
-    per_wl, _ = flag_counts(win * n_layers + lay, w * n_layers)
-    stats = np.stack([per_wl[name] for name in WINDOW_STATS], axis=-1).reshape(w, n_layers, len(WINDOW_STATS))
-    per_window = np.concatenate([stats, np.broadcast_to(window_pairs[:, None, :], (w, n_layers, 3))], axis=-1)
-    # Poisson(1) weights per window, seeded by the block's first window: the same for any grouping.
+def bootstrap_sums(per_window: np.ndarray, null: WindowNull, n_boot: int, seed: int, start: int) -> np.ndarray:
+    """(B, L, len(BOOT_STATS)) Poisson(1)-weighted window sums per layer; per_window is (W, L, H, S).
+    Weights are seeded by the block's first window: the same replicates for any grouping of blocks."""
+    w, n_layers = per_window.shape[:2]
+    token_level = np.concatenate([null.pair_counts.astype(np.float64), null.chance], axis=-1)  # (W, 3 + S_chance)
+    stats = np.concatenate([per_window.sum(2), np.broadcast_to(token_level[:, None, :], (w, n_layers, token_level.shape[1]))], -1)
     weights = np.random.default_rng([seed, start]).poisson(1.0, size=(n_boot, w)).astype(np.float64)
-    boot = np.einsum("bw,wls->bls", weights, per_window.astype(np.float64))
+    return np.einsum("bw,wls->bls", weights, stats)
 
-    if attention_mass is None:
-        mass_sum = np.zeros((n_layers, n_heads, 8))
-        mass_windows = np.zeros((n_layers, n_heads), np.int64)
-    else:
-        finite = np.isfinite(attention_mass)
-        mass_sum = np.where(finite, attention_mass, 0.0).astype(np.float64).sum(0)
-        mass_windows = finite.all(-1).sum(0)
 
-    # Anchor and token counts: one bincount over (head, token) keys, kept sparse for the merge.
+def anchor_table(lh, target, input_ids, null: WindowNull, shape) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Sparse (layer, head, token) -> count of high pairs, and token -> count, expected in-degree."""
+    n_layers, n_heads = shape
     vocab = int(max(input_ids.max(initial=0), target.max(initial=0))) + 1
-    counts = np.bincount(lh * vocab + target, minlength=size * vocab)
+    # One bincount over (head, token) keys, kept sparse for the merge.
+    counts = np.bincount(lh.astype(np.int64) * vocab + target, minlength=n_layers * n_heads * vocab)
     nz = np.flatnonzero(counts)
     anchors = pl.DataFrame(
         {
@@ -204,20 +184,51 @@ def block_partial(
     token_counts = np.bincount(input_ids[input_ids >= 0], minlength=vocab)
     nz = np.flatnonzero(token_counts)
     tokens = pl.DataFrame({"token": nz.astype(np.int32), "count": token_counts[nz].astype(np.int64)})
+    tokens = tokens.join(null.indegree, on="token", how="left").with_columns(pl.col("expected").fill_null(0.0))
+    return anchors, tokens
+
+
+def mass_sums(attention_mass, null: WindowNull, shape):
+    """Sums over windows of the stored attention mass (L, H, C), its window count (L, H), and of the
+    uniform-attention chance (C,) with its window count."""
+    n_categories = null.mass_chance.shape[1]
+    finite_chance = np.isfinite(null.mass_chance).all(-1)
+    chance = null.mass_chance[finite_chance].sum(0)
+    if attention_mass is None:
+        return np.zeros(shape + (n_categories,)), np.zeros(shape, np.int64), chance, int(finite_chance.sum())
+    finite = np.isfinite(attention_mass)
+    mass_sum = np.where(finite, attention_mass, 0.0).astype(np.float64).sum(0)
+    return mass_sum, finite.all(-1).sum(0), chance, int(finite_chance.sum())
+
+
+def block_partial(input_ids, sentence_id, length, pairs, attention_mass, classes: dict, shape: tuple[int, int],
+                  n_boot: int, seed: int, start: int, k: int | None) -> Partial:
+    """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs; k: the top-k's k
+    (None in quantile mode), which fixes the random head's draw (chance.py)."""
+    w, t = input_ids.shape
+    n_layers, n_heads = shape
+    pairs = tuple(np.asarray(a, np.int32) for a in pairs)
+    win, lay, head = pairs[:3]
+    lh = lay * n_heads + head  # flat (layer, head) index
+    null = window_null(input_ids, sentence_id, length, classes, k)
+    code, dist_key, target = pair_codes(input_ids, sentence_id, null.token_class, pairs)
+    per_key, hist = window_head_sums(code, dist_key, win * (n_layers * n_heads) + lh, w * n_layers * n_heads, null)
+    per_window = per_key.reshape(w, n_layers, n_heads, len(WINDOW_STATS))
+    anchors, tokens = anchor_table(lh, target, input_ids, null, shape)
+    mass_sum, mass_windows, mass_chance, mass_chance_windows = mass_sums(attention_mass, null, shape)
     return Partial(
         n_windows=w,
-        n_high_all=heads["n_high_all"],
-        n_sep=heads["n_sep"],
-        n_high=heads["n_high"],
-        sum_distance=heads["sum_distance"],
-        n_same=heads["n_same"],
-        n_rep=heads["n_rep"],
-        hist_high=hist,
-        n_all_d=n_all_d,
-        pair_totals=window_pairs.sum(0),
+        heads=per_window.sum(0),
+        hist_high=hist.reshape(w, n_layers, n_heads, t).sum(0),
+        n_all_d=null.n_all_d.sum(0),
+        e_d=null.weight @ null.n_all_d,
+        pair_totals=null.pair_counts.sum(0),
+        chance=null.chance.sum(0),
         mass_sum=mass_sum,
         mass_windows=mass_windows,
-        boot=boot,
+        mass_chance=mass_chance,
+        mass_chance_windows=mass_chance_windows,
+        boot=bootstrap_sums(per_window, null, n_boot, seed, start),
         anchors=anchors,
         token_counts=tokens,
     )

@@ -56,13 +56,14 @@ def _dense_s(similarity_block, vectors_block, w: int, kind: str) -> np.ndarray:
     return v @ np.swapaxes(v, -1, -2)
 
 
-def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, shape, n_boot, seed, start, kind):
+def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, shape, n_boot, seed, start, kind, k):
     if threshold is None:
         pairs = topk_pairs(topk, sid)
     else:
         found = [threshold_pairs(_dense_s(dense, vectors, w, kind), threshold, sid[w], w) for w in range(len(ids))]
         pairs = tuple(np.concatenate([f[n] for f in found]) for n in range(5))
-    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start)
+    # The random head draws k neighbours per token in top-k mode, uniform pairs in quantile mode.
+    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start, k=None if threshold is not None else k)
 
 
 def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
@@ -139,6 +140,7 @@ def _compute_partial(cfg: RunConfig, root, attrs: dict, layout, scheduler):
         n_boot=cfg.bootstrap,
         seed=cfg.seed,
         kind=attrs["similarity_kind"],
+        k=int(attrs["k"]),
     )
     parts = [
         dask.delayed(_block)(*args, start=unit * layout.windows_per_shard, **kw)

@@ -67,7 +67,7 @@ def build(tmp_path, windows_per_shard=2):
 @pytest.fixture
 def stats(tmp_path):
     url = build(tmp_path)
-    cfg = RunConfig(out=str(tmp_path), bootstrap=50, labels=LabelRule(repetition_enrichment=4.0), dask_scheduler="synchronous")
+    cfg = RunConfig(out=str(tmp_path), bootstrap=50, labels=LabelRule(repetition_ratio=4.0, local_distance=1.0, local_ratio=1.5), dask_scheduler="synchronous")
     summary = reduce_store(cfg, url=url)
     read = lambda name: pl.read_parquet(tmp_path / "stats" / f"{name}.parquet")  # noqa: E731
     return summary, read("head_stats"), read("distance_decay"), read("layer_summary"), read("anchors")
@@ -108,7 +108,7 @@ def test_head_statistics(stats):
     assert h1["same_sentence_enrichment"] == pytest.approx(0.8 / p_same_all)
     assert h1["repetition_enrichment"] == pytest.approx(0.2 / p_rep_all)
     assert h1["separator_share"] == pytest.approx(2 / 7)
-    assert h1["label"] == "positional"
+    assert h1["label"] == "local"
     assert math.isnan(h1["decay_length"])  # a single distance: no decay to fit
 
 
@@ -121,7 +121,7 @@ def test_layer_summary_pools_heads(stats):
     assert row["repetition_enrichment"] == pytest.approx((5 / 9) / (4 / 18))
     assert row["separator_share"] == pytest.approx(5 / 14)
     assert row["mean_distance_ci_low"] <= row["mean_distance_ci_high"]
-    assert row["heads_repetition"] == 1 and row["heads_positional"] == 1
+    assert row["heads_repetition"] == 1 and row["heads_local"] == 1
     assert summary["windows"] == 2
 
 
@@ -156,3 +156,42 @@ def test_incomplete_store_is_refused(tmp_path):
 def test_summary_json_is_valid(stats, tmp_path):
     data = json.loads((tmp_path / "stats" / "summary.json").read_text())
     assert data["windows"] == 2 and len(data["layers"]) == 1
+
+
+def test_chance_levels_counted_by_hand(stats):
+    """The random head (k = 1): c = 1/5 in w0 (6 valid tokens), 1/4 in w1 (5); every expectation is
+    c times the candidate pairs of its kind, counted from the windows in the `build` docstring."""
+    _, heads, decay, layers, anchors = stats
+    c0, c1 = 1 / 5, 1 / 4
+    e_high = c0 * 12 + c1 * 6  # real x real ordered pairs: 4*3 and 3*2
+    e_high_all = c0 * 4 * 5 + c1 * 3 * 4  # real sources x (n - 1) candidates
+    e_same, e_rep = c0 * 4 + c1 * 6, c0 * 2 + c1 * 2
+    e_dist = c0 * (6 * 1 + 4 * 2 + 2 * 3) + c1 * (4 * 1 + 2 * 2)
+    e_sep = c0 * 4 + c1 * 3  # one [SEP] per window; no sentence-final punctuation here
+    h0 = heads.filter(pl.col("head") == 0).to_dicts()[0]
+    h1 = heads.filter(pl.col("head") == 1).to_dicts()[0]
+    assert h0["mean_distance_chance"] == pytest.approx(e_dist / e_high)
+    assert h0["mean_distance_ratio"] == pytest.approx(1.5 / (e_dist / e_high))
+    assert h0["same_sentence_share_chance"] == pytest.approx(e_same / e_high)
+    assert h0["repetition_share_ratio"] == pytest.approx(1.0 / (e_rep / e_high))
+    assert h0["separator_share_chance"] == pytest.approx(e_sep / e_high_all)
+    assert h0["cls_share"] == 0 and h0["cls_share_chance"] == pytest.approx(e_sep / e_high_all)
+    assert h0["sep_token_share_ratio"] == pytest.approx((3 / 7) / (e_sep / e_high_all))
+    assert h0["top_anchor_share_chance"] == pytest.approx(e_sep / e_high_all)  # [SEP]'s expected in-degree
+    # matched: head 0's w0 pairs are at d = 2, where no real pair shares a sentence; w1's at d = 1, where all do
+    assert h0["same_sentence_ratio_matched"] == pytest.approx(2 / 2)
+    # head 1 (i -> i + 1): d = 1 everywhere; p_same(1) = 4/6 in w0 (3 pairs), 1 in w1 (2 pairs)
+    assert h1["same_sentence_ratio_matched"] == pytest.approx(4 / (3 * 4 / 6 + 2 * 1))
+    assert h1["local_share"] == 1.0 and h1["local_share_chance"] == pytest.approx((c0 * 6 + c1 * 4) / e_high)
+    assert h0["mass_cls_chance"] == pytest.approx((1 / 6 + 1 / 5) / 2)
+    assert h0["mass_cls_ratio"] == pytest.approx(0.3 / ((1 / 6 + 1 / 5) / 2))
+    assert h0["mass_self_chance"] == pytest.approx((1 / 6 + 1 / 5) / 2)
+    d1 = decay.filter((pl.col("head") == 1) & (pl.col("distance") == 1)).to_dicts()[0]
+    assert d1["p_chance"] == pytest.approx((c0 * 6 + c1 * 4) / 10)
+    assert d1["p_ratio"] == pytest.approx(0.5 / ((c0 * 6 + c1 * 4) / 10))
+    row = layers.to_dicts()[0]
+    assert row["separator_share_ratio"] == pytest.approx((5 / 14) / (e_sep / e_high_all))
+    assert row["same_sentence_ratio_matched"] == pytest.approx(6 / (2 + 3 * 4 / 6 + 2))
+    assert row["separator_share_ratio_ci_low"] <= row["separator_share_ratio_ci_high"]
+    sep = anchors.filter((pl.col("head") == 0) & (pl.col("token") == SEP)).to_dicts()[0]
+    assert sep["chance_share"] == pytest.approx(e_sep / e_high_all) and sep["ratio"] == pytest.approx((3 / 7) / (e_sep / e_high_all))
