@@ -54,6 +54,33 @@ class LabelRule(BaseModel):
     # A purely local head scores about 1 (minilm/lee: heads 0.99-1.15, see README).
     sentence_ratio: float = 1.2  # same_sentence_ratio_matched >= this: a sentence-specific head
 
+    @model_validator(mode="before")
+    @classmethod
+    def _retired_keys(cls, data):
+        """Configs saved before the rule used ratios hold its old keys at their defaults: dropped, so
+        such a run folder can be reduced again; an old key set to another value is refused, naming its successor."""
+        if not isinstance(data, dict):
+            return data
+        if data == OLD_LABEL_DEFAULTS:  # the whole old default rule, as every earlier run saved it
+            return {}
+        data = dict(data)
+        for old, (default, new) in RETIRED_LABEL_KEYS.items():
+            if old in data and data.pop(old) != default:
+                raise ValueError(f"{old} is retired (it compared with an uncalibrated baseline); set {new} instead")
+        return data
+
+
+OLD_LABEL_DEFAULTS = {
+    "separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
+    "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5,
+}
+# Keys of the pre-chance label rule -> (their old default, the key that replaces them).
+RETIRED_LABEL_KEYS = {
+    "repetition_enrichment": (5.0, "repetition_ratio"),
+    "anchor_lift": (5.0, "anchor_ratio"),
+    "sentence_enrichment": (1.5, "sentence_ratio"),
+}
+
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
