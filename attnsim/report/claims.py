@@ -2,7 +2,10 @@
 
 Every verdict follows one rule: a finding *holds* when its whole interval lies on the finding's side
 of the comparison, *does not hold* when the whole interval lies on the other side, and is
-*inconclusive* when the intervals overlap or a number is missing. The intervals are
+*inconclusive* when the intervals overlap or a number is missing. Every statistic is a ratio to the
+random head of reduce/chance.py (1 = chance), so that no finding can rest on what a random or a
+purely positional head scores too, and each claim says where an interval covers 1 (*at chance*).
+The intervals are
   - 95% bootstrap CIs over windows (from reduce) for per-layer pooled statistics;
   - 95% bootstrap CIs over the layer's heads for attention mass (reduce keeps no window replicates
     of it);
@@ -30,7 +33,8 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 RULE = (
     "A finding **holds** when the whole interval of its statistic lies on the finding's side of the comparison, "
     "**does not hold** when the whole interval lies on the other side, and is **inconclusive** when the intervals "
-    "overlap or a number is missing. Intervals: 95% bootstrap CIs over windows for per-layer statistics; 95% bootstrap "
+    "overlap or a number is missing. Every statistic is a ratio to a random head (1 = chance); *at chance* marks an "
+    "interval that covers 1. Intervals: 95% bootstrap CIs over windows for per-layer statistics; 95% bootstrap "
     "CIs over a layer's heads for attention mass; for counts of heads, the range over the head-label thresholds "
     "scaled by 0.9, 1 and 1.1 (stricter and looser)."
 )
@@ -49,6 +53,7 @@ class Claim:
     verdict: str
     rule: str  # the test, in words
     note: str = ""  # a caveat computed from the run's settings
+    chance: str = ""  # where the intervals lie against 1 (chance), e.g. "final layer at chance"
 
     def value_text(self, digits: int = 3) -> str:
         return f"{_fmt(self.value, digits)} [{_fmt(self.low, digits)}, {_fmt(self.high, digits)}]"
@@ -88,10 +93,18 @@ def head_bootstrap(values: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple
 
 
 def scaled_rule(rule: LabelRule, scale: float) -> LabelRule:
-    """Every '>=' threshold times scale; the '<=' distance threshold divided by it (scale > 1: stricter)."""
+    """Every '>=' threshold times scale (scale > 1: stricter). local_distance is not a threshold but
+    defines the statistic local_share (reduce computes it once), so it stays."""
     data = {k: v * scale for k, v in rule.model_dump().items()}
-    data["local_distance"] = rule.local_distance / scale
+    data["local_distance"] = rule.local_distance
     return LabelRule(**data)
+
+
+def against_chance(low: float, high: float) -> str:
+    """Where an interval of a ratio to chance lies: above, below, or at chance (it covers 1)."""
+    if not _finite(low, high):
+        return "n/a"
+    return "above chance" if low > 1 else "below chance" if high < 1 else "at chance"
 
 
 def _ci(row: dict, name: str) -> tuple[float, float]:
@@ -114,10 +127,11 @@ def final_layer_above_earlier(finding, statistic, layers, values, intervals, int
     compared = "no earlier layer" if top is None else (
         f"highest earlier layer {layers[top]}: {_fmt(values[top])} [{_fmt(intervals[top][0])}, {_fmt(intervals[top][1])}]"
     )
+    at = [f"layer {layers[l]}" for l in range(len(layers)) if against_chance(*intervals[l]) == "at chance"]
     return Claim(
         finding, f"{statistic}, final layer {layers[last]}", values[last], *intervals[last], interval, compared, verdict,
         "holds if the final layer's interval is above every earlier layer's; does not hold if it is below any earlier layer's",
-        note,
+        note, f"final layer {against_chance(*intervals[last])}" + (f"; at chance: {', '.join(at)}" if at else ""),
     )
 
 
@@ -139,11 +153,11 @@ def _ge(value, threshold) -> bool:
 
 
 def _repetition(row, r):
-    return _ge(row["repetition_enrichment"], r.repetition_enrichment) and _ge(row["repetition_share"], r.repetition_share)
+    return _ge(row["repetition_share_ratio"], r.repetition_ratio) and _ge(row["repetition_share"], r.repetition_share)
 
 
 def _anchor(row, r):
-    return _ge(row["top_anchor_share"], r.anchor_share) and _ge(row["top_anchor_lift"], r.anchor_lift)
+    return _ge(row["top_anchor_share"], r.anchor_share) and _ge(row["top_anchor_share_ratio"], r.anchor_ratio)
 
 
 def _layers_with_mixed_labels(rows, r) -> int:
@@ -164,29 +178,30 @@ def evaluate(layers: pl.DataFrame, heads: pl.DataFrame, summary: dict, rule: Lab
     )
     claims = []
 
-    mass = {l: heads.filter(pl.col("layer") == l)["mass_sep"].to_numpy() for l in ids}
+    mass = {l: heads.filter(pl.col("layer") == l)["mass_sep_ratio"].to_numpy() for l in ids}
     claims.append(final_layer_above_earlier(
-        "Final layers' attention focuses on sentence separator tokens", "mean attention mass on [SEP]", ids,
-        [float(np.nanmean(mass[l])) if len(mass[l]) else float("nan") for l in ids], [head_bootstrap(mass[l]) for l in ids],
-        "95% bootstrap CI over the layer's heads", sep_note,
+        "Final layers' attention focuses on sentence separator tokens",
+        "attention mass on [SEP] / uniform attention's (ratio to chance)", ids,
+        [float(np.nanmean(mass[l])) if np.isfinite(mass[l]).any() else float("nan") for l in ids],
+        [head_bootstrap(mass[l]) for l in ids], "95% bootstrap CI over the layer's heads", sep_note,
     ))
     claims.append(final_layer_above_earlier(
         "Final layers' similarities focus on sentence separator tokens",
-        "share of high pairs pointing at [CLS]/[SEP]/sentence-final punctuation", ids,
-        [r["separator_share"] for r in rows], [_ci(r, "separator_share") for r in rows], "95% bootstrap CI over windows",
-        sep_note,
+        "share of high pairs pointing at [SEP]/sentence-final punctuation / a random head's (ratio to chance)", ids,
+        [r["separator_share_ratio"] for r in rows], [_ci(r, "separator_share_ratio") for r in rows],
+        "95% bootstrap CI over windows", sep_note,
     ))
     claims.append(head_count(
         "Heads of one layer specialise in different features", "layers whose heads carry >= 2 different specialised labels",
         heads, rule, _layers_with_mixed_labels, need=math.ceil(n_layers / 2), describe=_label_summary,
     ))
     claims.append(head_count(
-        "Some heads specialise in token repetitions", "heads with repetition enrichment and share above the thresholds",
+        "Some heads specialise in token repetitions", "heads whose repetition share and its ratio to chance pass the thresholds",
         heads, rule, lambda rs, r: sum(_repetition(x, r) for x in rs), need=1, describe=_best_repetition,
     ))
     claims.append(head_count(
         "Some heads specialise in one frequent anchor token and its context",
-        "heads whose top anchor's share and lift are above the thresholds",
+        "heads whose top anchor's share and its ratio to a random head's pass the thresholds",
         heads, rule, lambda rs, r: sum(_anchor(x, r) for x in rs), need=1, describe=_anchor_tokens,
     ))
 
@@ -199,26 +214,37 @@ def evaluate(layers: pl.DataFrame, heads: pl.DataFrame, summary: dict, rule: Lab
         "95% bootstrap CI over windows", "0 (no trend)", above((0.0, 0.0), (lo, hi)),
         "holds if the whole interval is below 0; does not hold if it is above 0",
     ))
-    first, last = rows[0], rows[-1]
     if n_layers >= 2:
-        claims.append(Claim(
-            "High similarity is long-range in early layers and short-range in late layers",
-            f"mean high-pair distance (tokens), final layer {last['layer']}", last["mean_distance"],
-            *_ci(last, "mean_distance"), "95% bootstrap CI over windows",
-            f"first layer {first['layer']}: {_fmt(first['mean_distance'])} [{_fmt(_ci(first, 'mean_distance')[0])}, "
-            f"{_fmt(_ci(first, 'mean_distance')[1])}]", above(_ci(first, "mean_distance"), _ci(last, "mean_distance")),
-            "holds if the final layer's interval is below the first layer's; does not hold if it is above",
-        ))
-        claims.append(Claim(
-            "Late layers prefer strong similarity within the same sentence",
-            f"same-sentence enrichment, final layer {last['layer']}", last["same_sentence_enrichment"],
-            *_ci(last, "same_sentence_enrichment"), "95% bootstrap CI over windows",
-            f"first layer {first['layer']}: {_fmt(first['same_sentence_enrichment'])} "
-            f"[{_fmt(_ci(first, 'same_sentence_enrichment')[0])}, {_fmt(_ci(first, 'same_sentence_enrichment')[1])}]",
-            above(_ci(last, "same_sentence_enrichment"), _ci(first, "same_sentence_enrichment")),
-            "holds if the final layer's interval is above the first layer's; does not hold if it is below",
-        ))
+        claims += [_first_vs_last(rows, "mean_distance_ratio", False), _first_vs_last(rows, "same_sentence_ratio_matched", True)]
     return claims
+
+
+FIRST_VS_LAST = {
+    "mean_distance_ratio": (
+        "High similarity is long-range in early layers and short-range in late layers",
+        "mean high-pair distance / a random head's (ratio to chance)",
+    ),
+    "same_sentence_ratio_matched": (
+        "Late layers prefer strong similarity within the same sentence",
+        "same-sentence high pairs / their expectation at the same distances (matched ratio)",
+    ),
+}
+
+
+def _first_vs_last(rows: list[dict], name: str, rises: bool) -> Claim:
+    """The final layer's ratio against the first layer's: above it (rises) or below it."""
+    first, last = rows[0], rows[-1]
+    f_ci, l_ci = _ci(first, name), _ci(last, name)
+    finding, statistic = FIRST_VS_LAST[name]
+    side = "above" if rises else "below"
+    other = "below" if rises else "above"
+    return Claim(
+        finding, f"{statistic}, final layer {last['layer']}", last[name], *l_ci, "95% bootstrap CI over windows",
+        f"first layer {first['layer']}: {_fmt(first[name])} [{_fmt(f_ci[0])}, {_fmt(f_ci[1])}]",
+        above(l_ci, f_ci) if rises else above(f_ci, l_ci),
+        f"holds if the final layer's interval is {side} the first layer's; does not hold if it is {other}", "",
+        f"first layer {against_chance(*f_ci)}, final layer {against_chance(*l_ci)}",
+    )
 
 
 def _label_summary(rows, rule) -> str:
@@ -231,10 +257,10 @@ def _label_summary(rows, rule) -> str:
 
 
 def _best_repetition(rows, rule) -> str:
-    best = max(rows, key=lambda x: x["repetition_enrichment"] if _finite(x["repetition_enrichment"]) else -1)
+    best = max(rows, key=lambda x: x["repetition_share_ratio"] if _finite(x["repetition_share_ratio"]) else -1)
     return (
-        f"thresholds: enrichment >= {rule.repetition_enrichment:g} and share >= {rule.repetition_share:g}; strongest head "
-        f"L{best['layer']} H{best['head']}: enrichment {_fmt(best['repetition_enrichment'])}, share {_fmt(best['repetition_share'])}"
+        f"thresholds: share >= {rule.repetition_share:g} and >= {rule.repetition_ratio:g}x a random head's; strongest head "
+        f"L{best['layer']} H{best['head']}: share {_fmt(best['repetition_share'])}, {_fmt(best['repetition_share_ratio'])}x chance"
     )
 
 
@@ -244,4 +270,7 @@ def _anchor_tokens(rows, rule) -> str:
         if _anchor(row, rule):
             tokens[row["top_anchor"]] = tokens.get(row["top_anchor"], 0) + 1
     listed = ", ".join(f"'{t}' x{n}" for t, n in sorted(tokens.items(), key=lambda kv: -kv[1])) or "none"
-    return f"thresholds: share >= {rule.anchor_share:g} and lift >= {rule.anchor_lift:g}; anchors of those heads: {listed}"
+    return (
+        f"thresholds: share >= {rule.anchor_share:g} and >= {rule.anchor_ratio:g}x a random head's expected share of the token; "
+        f"anchors of those heads: {listed}"
+    )

@@ -52,23 +52,25 @@ def layer_colour(layer: int, n_layers: int):
 
 # ------------------------------------------------------------------------------ 1. distance decay
 def _binned(decay: pl.DataFrame, n_bins: int) -> pl.DataFrame:
-    """Sum N_high and N_all over log-spaced distance bins: P(d) stays readable out to long distances."""
+    """Sum N_high, N_all and the random head's expected count over log-spaced distance bins: the ratio
+    to chance (`r`) stays readable out to long distances."""
     edges = np.unique(np.round(np.geomspace(1, int(decay["distance"].max()) + 1, n_bins + 1)).astype(np.int64))
     return (
         decay.with_columns(bin=pl.Series(np.searchsorted(edges, decay["distance"].to_numpy(), side="right") - 1))
         .group_by(["layer", "head", "bin"])
-        .agg(pl.col("n_high").sum(), pl.col("n_all").sum(), (pl.col("distance") * pl.col("n_all")).sum().alias("dw"))
-        .with_columns(p=pl.col("n_high") / pl.col("n_all"), d=pl.col("dw") / pl.col("n_all"))
-        .filter(pl.col("n_all") > 0)
+        .agg(pl.col("n_high").sum(), pl.col("n_all").sum(), (pl.col("distance") * pl.col("n_all")).sum().alias("dw"),
+             (pl.col("p_chance") * pl.col("n_all")).sum().alias("e"))
+        .with_columns(p=pl.col("n_high") / pl.col("n_all"), r=pl.col("n_high") / pl.col("e"), d=pl.col("dw") / pl.col("n_all"))
+        .filter((pl.col("n_all") > 0) & (pl.col("e") > 0))
         .sort(["layer", "head", "bin"])
     )
 
 
 def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
-    """P(d) per layer (log-log), and per layer the spread of its heads."""
+    """P(d) / chance per layer (log-log, chance line at 1), and per layer the spread of its heads."""
     b = _binned(decay, n_bins)
-    per_layer = b.group_by(["layer", "bin"]).agg(pl.col("n_high").sum(), pl.col("n_all").sum(), pl.col("d").first()).with_columns(
-        p=pl.col("n_high") / pl.col("n_all")).sort(["layer", "bin"])
+    per_layer = b.group_by(["layer", "bin"]).agg(pl.col("n_high").sum(), pl.col("e").sum(), pl.col("d").first()).with_columns(
+        r=pl.col("n_high") / pl.col("e")).sort(["layer", "bin"])
     layers = sorted(b["layer"].unique().to_list())
     n = len(layers)
     cols = 3 if n > 4 else 2
@@ -78,21 +80,23 @@ def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
     main = fig.add_subplot(grid[:, 0])
     for l in layers:
         g = per_layer.filter(pl.col("layer") == l)
-        main.plot(g["d"], g["p"], marker=MARKERS[l % len(MARKERS)], ms=4, lw=1.6, color=layer_colour(l, n), label=f"layer {l}")
-    main.set(xscale="log", yscale="log", xlabel="distance d = |i - j| (tokens)", ylabel="P(d) = N_high(d) / N_all(d)",
-             title="High-similarity pairs by distance, per layer")
+        main.plot(g["d"], g["r"], marker=MARKERS[l % len(MARKERS)], ms=4, lw=1.6, color=layer_colour(l, n), label=f"layer {l}")
+    main.axhline(1.0, color="0.4", ls="--", lw=1, label="chance (random head)")
+    main.set(xscale="log", yscale="log", xlabel="distance d = |i - j| (tokens)", ylabel="P(d) / P_chance(d)",
+             title="High-similarity pairs by distance against a random head, per layer")
     main.legend(fontsize=8, ncol=2 if n > 6 else 1, title="pooled over heads", title_fontsize=8, loc="lower left")
     main.grid(True, which="major", alpha=0.3)
     _plain_ticks(main)
-    lo, hi = b["p"].filter(b["p"] > 0).min(), b["p"].max()
+    lo, hi = min(b["r"].filter(b["r"] > 0).min(), 0.8), max(b["r"].max(), 1.25)
     for idx, l in enumerate(layers):
         ax = fig.add_subplot(grid[idx // cols, 1 + idx % cols], sharex=main)
         g = b.filter(pl.col("layer") == l)
         for h in g["head"].unique().sort().to_list():
             gh = g.filter(pl.col("head") == h)
-            ax.plot(gh["d"], gh["p"], color="0.55", lw=0.7, alpha=0.8)
+            ax.plot(gh["d"], gh["r"], color="0.55", lw=0.7, alpha=0.8)
         gl = per_layer.filter(pl.col("layer") == l)
-        ax.plot(gl["d"], gl["p"], color="black", lw=1.8)
+        ax.plot(gl["d"], gl["r"], color="black", lw=1.8)
+        ax.axhline(1.0, color="0.4", ls="--", lw=0.8)
         ax.set(xscale="log", yscale="log", ylim=(lo * 0.8, hi * 1.25))
         ax.set_title(f"layer {l}" + (" (grey: heads, black: layer)" if idx == 0 else ""), fontsize=9)
         ax.tick_params(labelsize=7)
@@ -100,32 +104,35 @@ def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
         if idx // cols == rows - 1 or idx + cols >= n:
             ax.set_xlabel("d (tokens)", fontsize=8)
         if idx % cols == 0:
-            ax.set_ylabel("P(d)", fontsize=8)
+            ax.set_ylabel("P(d) / chance", fontsize=8)
     return fig
 
 
 # ------------------------------------------------------------------------------ 2. layers with CIs
 def layer_ci_figure(layers: pl.DataFrame) -> Figure:
-    """Mean high-pair distance, same-sentence and repetition enrichment per layer, 95% bootstrap CIs."""
-    panels = (("mean_distance", "mean high-pair distance", "tokens"),
-              ("same_sentence_enrichment", "same-sentence enrichment", "× chance (1 = no enrichment)"),
-              ("repetition_enrichment", "repetition enrichment", "× chance (1 = no enrichment)"))
-    fig = Figure(figsize=(13, 4.2), layout="constrained")
-    axes = fig.subplots(1, 3)
+    """Per layer, ratios to the random head with 95% bootstrap CIs, and the chance line at 1."""
+    panels = (("mean_distance_ratio", "mean high-pair distance"),
+              ("same_sentence_ratio_matched", "same sentence, at matched distances"),
+              ("repetition_share_ratio", "repetition share"),
+              ("separator_share_ratio", "[SEP] + sentence-final punctuation share"))
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     x = layers["layer"].to_numpy()
-    for ax, (col, title, unit) in zip(axes, panels):
+    for ax, (col, title) in zip(axes, panels):
         y = layers[col].to_numpy()
         if f"{col}_ci_low" in layers.columns:
             err = np.abs(np.vstack([y - layers[f"{col}_ci_low"].to_numpy(), layers[f"{col}_ci_high"].to_numpy() - y]))
         else:
             err = None
         ax.errorbar(x, y, yerr=err, fmt="o-", color="black", ecolor="0.35", elinewidth=2.2, capsize=5, ms=5, lw=1.2)
-        if "enrichment" in col:
-            ax.axhline(1.0, color="0.5", ls="--", lw=1)
-            ax.set_ylim(bottom=min(0.9, np.nanmin(y) * 0.9))
-        ax.set(title=title, xlabel="layer", ylabel=unit, xticks=x)
+        ax.axhline(1.0, color="0.5", ls="--", lw=1)
+        finite = y[np.isfinite(y)]
+        if finite.size:
+            ax.set_ylim(min(0.9, finite.min() * 0.9), max(1.1, finite.max() * 1.1))
+        ax.set(title=title, xlabel="layer", ylabel="x a random head (1 = chance)", xticks=x)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Per layer, pooled over heads (error bars: 95% bootstrap CI over windows)", fontsize=11)
+    fig.suptitle("Per layer, pooled over heads, against a random head (error bars: 95% bootstrap CI over windows; dashed: chance)",
+                 fontsize=11)
     return fig
 
 
@@ -172,25 +179,28 @@ def _grey(colour: str) -> float:
 
 # ------------------------------------------------------------------------------ 4. attention mass
 def attention_mass_figure(heads: pl.DataFrame) -> Figure:
-    """Mean attention weight on [CLS], [SEP], punctuation, self, previous, next: heads and layer mean."""
+    """Attention weight on [CLS], [SEP], punctuation, self, previous, next over uniform attention's
+    (1 = chance, dashed): heads and layer mean, log scale."""
     fig = Figure(figsize=(13, 6.8), layout="constrained")
     axes = fig.subplots(2, 3, sharex=True)
     layers = np.arange(heads["layer"].max() + 1)
     rng = np.random.default_rng(0)
     for ax, (cat, title) in zip(axes.ravel(), MASS_PANELS):
-        col = f"mass_{cat}"
+        col = f"mass_{cat}_ratio"
         x = heads["layer"].to_numpy() + rng.uniform(-0.18, 0.18, heads.height)
         ax.scatter(x, heads[col].to_numpy(), s=10, color="0.6", label="one head")
         mean = heads.group_by("layer").agg(pl.col(col).mean()).sort("layer")
         ax.plot(mean["layer"], mean[col], "o-", color="black", lw=1.6, ms=5, label="layer mean")
-        ax.set(title=f"attention on {title}", ylim=(0, max(0.05, float(np.nanmax(heads[col].to_numpy())) * 1.08)), xticks=layers)
+        ax.axhline(1.0, color="0.4", ls="--", lw=1)
+        ax.set(title=f"attention on {title}", yscale="log", xticks=layers)
         ax.grid(True, axis="y", alpha=0.3)
     for ax in axes[:, 0]:
-        ax.set_ylabel("attention weight (fraction, 0-1)")
+        ax.set_ylabel("attention weight / uniform attention's")
     for ax in axes[1]:
         ax.set_xlabel("layer")
     axes[0, 0].legend(fontsize=8, loc="upper right")
-    fig.suptitle("Where attention goes (Clark et al. 2019 statistics): mean over real query tokens and windows", fontsize=11)
+    fig.suptitle("Where attention goes (Clark et al. 2019 statistics), mean over real query tokens and windows, "
+                 "against uniform attention over the window's tokens", fontsize=11)
     return fig
 
 

@@ -60,7 +60,7 @@ def choose_heads(heads: pl.DataFrame, n: int = 4) -> list[tuple[int, int]]:
         "separator": ("separator_share", True),
         "repetition": ("repetition_enrichment", True),
         "anchor": ("top_anchor_share", True),
-        "positional": ("mean_distance", False),
+        "local": ("local_share", True),
         "sentence": ("same_sentence_enrichment", True),
     }
     for label, (col, descending) in clearest.items():

@@ -86,9 +86,9 @@ def _claims_section(doc: Doc, claims) -> None:
     doc.heading("Claims of the paper, tested on this run")
     doc.para("Each finding of Halevi et al. (arXiv 2512.21956) is tested by a statistic of this run. "
              "The table is computed from `stats/` by `attnsim/report/claims.py`; rerunning the report recomputes it.")
-    rows = [[c.finding, c.statistic, c.value_text(), c.interval, c.compared, c.verdict] for c in claims]
-    doc.table(["finding", "statistic on this run", "value [interval]", "interval", "compared with", "verdict"], rows,
-              classes={5: lambda v: VERDICT_CLASS.get(v, "")})
+    rows = [[c.finding, c.statistic, c.value_text(), c.interval, c.compared, c.chance or "-", c.verdict] for c in claims]
+    doc.table(["finding", "statistic on this run", "value [interval]", "interval", "compared with", "against chance", "verdict"],
+              rows, classes={6: lambda v: VERDICT_CLASS.get(v, "")})
     doc.para("**Verdict rule.** " + RULE)
     doc.bullets([f"{c.finding} ({c.statistic}): {c.rule}." + (f" Note: {c.note}." if c.note else "") for c in claims])
 
@@ -138,7 +138,11 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
     doc.para(f"How the {m['layers'] * m['heads']} self-attention heads of `{m['name']}` behave over {c['windows']} windows of "
              f"the corpus `{c['spec']}`, measured by the context similarity S[i, j] = v_i · v_j of each head's output vectors "
              "(Halevi et al., \"Self-attention vector output similarities reveal how machines pay attention\", arXiv 2512.21956). "
-             "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in docs/design.md.")
+             "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in docs/design.md. "
+             "Every share or mean is also given against chance: divided by what a *random head* scores, one that draws each "
+             "token's neighbours uniformly from the same candidates (its expectation computed exactly per window, "
+             "`attnsim/reduce/chance.py`); 1 is chance level. The raw numbers stay beside the ratios in `stats/` for "
+             "comparison with the paper, but only the ratios say whether a head prefers anything.")
     doc.heading("Run settings")
     doc.table(["setting", "value"], _settings(cfg, summary, store))
     _claims_section(doc, evaluate(layers, heads, summary, cfg.labels, cfg.sentence_separator))
@@ -147,18 +151,24 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
     files: dict[str, bytes] = {}
     captions = {
         "distance_decay.png": (decay_figure(decay),
-            "Figure 1. Distance decay: the probability P(d) that a pair of tokens d apart is a high-similarity pair, "
-            "log-log, distances grouped in log-spaced bins. Left: one line per layer (pooled over its heads). "
-            "Right: per layer, every head (grey) and the layer (black): the spread of the heads."),
+            "Figure 1. Distance decay against chance: the probability P(d) that a pair of tokens d apart is a high-similarity "
+            "pair, divided by a random head's (dashed line: 1), log-log, distances grouped in log-spaced bins. A random head's "
+            "raw P(d) falls with d too (short windows hold only short distances and give each pair a higher chance); its ratio "
+            "is flat. Left: one line per layer (pooled over its heads). Right: per layer, every head (grey) and the layer (black)."),
         "layer_statistics.png": (layer_ci_figure(layers),
-            "Figure 2. Per layer: mean distance of high pairs (tokens), same-sentence enrichment and repetition "
-            "enrichment (how many times more often than among all pairs), with 95% bootstrap CIs over windows."),
+            "Figure 2. Per layer, each as a ratio to a random head (dashed line: 1 = chance), with 95% bootstrap CIs over "
+            "windows: mean distance of high pairs; same-sentence pairs over their expectation at the head's own distances "
+            "(locality alone scores 1); share of repeated-token pairs; share of pairs pointing at [SEP] or sentence-final "
+            "punctuation."),
         "head_map.png": (head_map_figure(heads),
-            "Figure 3. Head specialisation by the label rule of `attnsim/reduce/statistics.py` (thresholds in Run settings); "
+            "Figure 3. Head specialisation by the label rule of `attnsim/reduce/statistics.py` (thresholds in Run settings; "
+            "every label needs a ratio to a random head, `local` a concentration of P(d)/chance at small d, `sentence` the "
+            "distance-matched same-sentence ratio); "
             "text: each head's top anchor token (most frequent target of its high pairs) and its share of them."),
         "attention_mass.png": (attention_mass_figure(heads),
-            "Figure 4. Mean attention weight a query token gives to [CLS], [SEP], punctuation, itself, the previous and "
-            "the next token (Clark et al. 2019, \"What does BERT look at?\"); grey dots: heads, black: layer mean. "
+            "Figure 4. Mean attention weight a real query token ([CLS]/[SEP] are keys only) gives to [CLS], [SEP], "
+            "punctuation, itself, the previous and the next token (Clark et al. 2019, \"What does BERT look at?\"), divided "
+            "by what uniform attention over the window's tokens gives (dashed line: 1); grey dots: heads, black: layer mean. "
             "For comparison, Clark et al. report for BERT-base that early layers attend to [CLS], over half the attention "
             "of layers 6-10 goes to [SEP], late layers attend to periods and commas, and a few heads attend "
             "almost entirely to the previous or next token."),
@@ -169,26 +179,32 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
     _example_figure(doc, cfg, store, heads, window, picks, files)
 
     doc.heading("Per layer")
-    doc.para("Pooled over the layer's heads; [95% bootstrap CI over windows]. Attention mass: mean over heads.")
+    doc.para("Pooled over the layer's heads; [95% bootstrap CI over windows]. Ratios are to a random head (1 = chance); "
+             "mean distance in tokens, then its ratio; the raw same-sentence enrichment (share over the share among all "
+             "pairs, the paper's kind of number) beside the distance-matched ratio; attention mass: mean over heads of "
+             "mass / uniform attention's.")
     label_cols = [col for col in layers.columns if col.startswith("heads_")]
     rows = []
     for r in layers.sort("layer").iter_rows(named=True):
         labels = ", ".join(f"{col[6:]} {r[col]}" for col in label_cols if r[col])
-        rows.append([r["layer"], _ci(r, "mean_distance"), _f(r["median_distance"]), _f(r["decay_length"]),
-                     _ci(r, "same_sentence_enrichment"), _ci(r, "repetition_enrichment"), _ci(r, "separator_share"),
-                     _f(r["mass_cls"]), _f(r["mass_sep"]), _f(r["mass_punct"]), labels, r["distinct_top_anchors"]])
-    doc.table(["layer", "mean distance", "median distance", "decay length", "same-sentence enr.", "repetition enr.",
-               "separator share", "mass [CLS]", "mass [SEP]", "mass punct.", "head labels", "distinct top anchors"], rows)
+        rows.append([r["layer"], _f(r["mean_distance"]), _ci(r, "mean_distance_ratio"), _f(r["decay_length"]),
+                     _f(r["same_sentence_enrichment"]), _ci(r, "same_sentence_ratio_matched"), _ci(r, "repetition_share_ratio"),
+                     f"{_f(r['separator_share'])} ({_f(r['separator_share_ratio'])}x)", _f(r["mass_cls_ratio"]),
+                     _f(r["mass_sep_ratio"]), _f(r["mass_punct_ratio"]), labels, r["distinct_top_anchors"]])
+    doc.table(["layer", "mean distance", "its ratio", "decay length (ratio fit)", "same-sent. enr. (raw)", "same-sent. matched",
+               "repetition ratio", "separator share (ratio)", "mass [CLS] ratio", "mass [SEP] ratio", "mass punct. ratio",
+               "head labels", "distinct top anchors"], rows)
 
     doc.heading("Top anchors per head")
-    doc.para("The most frequent targets j of each head's high pairs: token (share of the head's high pairs, lift = share / "
-             "corpus frequency).")
+    doc.para("The most frequent targets j of each head's high pairs: token (share of the head's high pairs, ratio = share / "
+             "a random head's expected share of that token, i.e. its expected in-degree).")
     top = anchors.sort(["layer", "head", "count"], descending=[False, False, True]).group_by(["layer", "head"], maintain_order=True).head(3)
     listed = {(l, h): g for (l, h), g in top.group_by(["layer", "head"], maintain_order=True)}
     rows = []
     for r in heads.sort(["layer", "head"]).iter_rows(named=True):
         g = listed.get((r["layer"], r["head"]))
-        text = "; ".join(f"'{t}' ({100 * s:.1f}%, {lift:.1f}x)" for t, s, lift in g.select("token_text", "share", "lift").iter_rows()) if g is not None else "-"
+        cells = g.select("token_text", "share", "ratio").iter_rows() if g is not None else ()
+        text = "; ".join(f"'{t}' ({100 * s:.1f}%, {ratio:.1f}x)" for t, s, ratio in cells) or "-"
         rows.append([r["layer"], r["head"], r["label"], text])
     doc.table(["layer", "head", "label", "top anchors"], rows)
     return doc, files

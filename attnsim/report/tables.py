@@ -25,20 +25,24 @@ def _ci(row: dict, name: str, digits=2) -> str:
 
 
 def print_layer_table(console: Console, summary: dict, anchors_by_layer: dict | None = None) -> None:
-    table = Table(title="per layer (pooled over heads; [95% bootstrap CI])", header_style="bold")
-    for col in ("layer", "mean dist", "same-sent enr", "repeat enr", "sep share", "mass [CLS]", "mass [SEP]", "mass punct", "labels", "top anchors"):
+    """Per layer: the raw mean distance, then every statistic as a ratio to a random head (1 = chance)."""
+    table = Table(title="per layer (pooled over heads; x = ratio to a random head, 1 = chance; [95% bootstrap CI])",
+                  header_style="bold")
+    columns = ("layer", "mean dist", "dist x", "same-sent x (matched)", "repeat x", "sep share (x)", "mass [CLS] x",
+               "mass [SEP] x", "labels", "top anchors")
+    for col in columns:
         table.add_column(col, justify="right" if col not in ("labels", "top anchors") else "left")
     for row in summary["layers"]:
         labels = ", ".join(f"{k[6:]} {row[k]}" for k in row if k.startswith("heads_") and row[k])
         table.add_row(
             str(row["layer"]),
-            _ci(row, "mean_distance", 1),
-            _ci(row, "same_sentence_enrichment"),
-            _ci(row, "repetition_enrichment", 1),
-            _f(row["separator_share"]),
-            _f(row["mass_cls"]),
-            _f(row["mass_sep"]),
-            _f(row["mass_punct"]),
+            _f(row["mean_distance"], 1),
+            _ci(row, "mean_distance_ratio"),
+            _ci(row, "same_sentence_ratio_matched"),
+            _ci(row, "repetition_share_ratio", 1),
+            f"{_f(row['separator_share'])} ({_f(row['separator_share_ratio'])})",
+            _f(row["mass_cls_ratio"], 1),
+            _f(row["mass_sep_ratio"]),
             labels,
             (anchors_by_layer or {}).get(row["layer"], ""),
         )

@@ -59,11 +59,12 @@ def test_markdown_and_html_escape_cells_and_embed_figures():
 def test_decay_bins_pool_counts_before_dividing():
     decay = pl.DataFrame({
         "layer": [0] * 4, "head": [0] * 4, "distance": [1, 2, 3, 4],
-        "n_high": [10, 0, 3, 1], "n_all": [100, 50, 10, 40],
+        "n_high": [10, 0, 3, 1], "n_all": [100, 50, 10, 40], "p_chance": [0.05, 0.04, 0.04, 0.02],
     })
     b = _binned(decay, n_bins=2)  # edges 1, 2, 5: bins {1}, {2, 3, 4}
     assert b["n_high"].to_list() == [10, 4]
     assert b["p"].to_list() == pytest.approx([0.1, 4 / 100])
+    assert b["r"].to_list() == pytest.approx([10 / 5, 4 / (0.04 * 50 + 0.04 * 10 + 0.02 * 40)])  # observed / expected counts
     assert b["d"].to_list() == pytest.approx([1.0, (2 * 50 + 3 * 10 + 4 * 40) / 100])
 
 
@@ -74,7 +75,7 @@ def test_example_heads_are_the_clearest_of_each_label_then_early_and_late():
         "top_anchor_share": [0.1, 0.3, 0.6, 0.1, 0.1, 0.1],
         "same_sentence_enrichment": [1.0, 1.0, 1.0, 3.0, 1.2, 1.4],
         "mean_distance": [50.0, 40.0, 30.0, 10.0, 20.0, 30.0],
-        "separator_share": [0.0] * 6, "repetition_enrichment": [1.0] * 6,
+        "separator_share": [0.0] * 6, "repetition_enrichment": [1.0] * 6, "local_share": [0.1] * 6,
     })
     # anchor: L1H0 (share 0.6), sentence: L1H1, early: L0H0 (longest), late: L2H1 (most same-sentence)
     assert choose_heads(heads) == [(0, 0), (1, 0), (1, 1), (2, 1)]
