@@ -140,7 +140,8 @@ def attention_mass(
     0 by definition, and a category's share of them is a statement about special tokens, not text).
 
     scores: (B, H, T, J) masked attention logits from `attention_scores` (consumed: turned into
-    probabilities in place). valid, is_cls, is_sep, is_punct: (B, T) bool; sentence: (B, T) int
+    probabilities in place). valid, is_cls, is_sep, is_punct: (B, T) bool (valid is kept for callers:
+    queries that are not real are left out through `sentence`); sentence: (B, T) int
     (-1 = special/padding); n_sentences: the most sentences in one window, if the caller knows it
     (reading it off the tensor makes a GPU wait). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
     """

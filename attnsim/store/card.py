@@ -41,7 +41,9 @@ ARRAY_MEANING = {
     "length": "real tokens of each window (incl. [CLS]/[SEP])",
     "topk_index": "for each real token i, the k tokens j != i with the largest S[i, j], descending; -1 = none",
     "topk_value": "S[i, j] of those neighbours; NaN = none",
-    "attention_mass": "mean attention weight per category over real query tokens (order in attrs `mass_categories`)",
+    "attention_mass": "per category (order in attrs `mass_categories`), the attention weight a query gives to its keys "
+    "of that category, averaged over real query tokens (sentence_id >= 0: [CLS]/[SEP] are keys only, never queries); "
+    "`entropy` in nats",
     "head_vectors": "each head's output vector v_i (attention-weighted values, before W_O); NaN = padding",
     "similarity": "S[i, j] = v_i . v_j (or cosine), i on `token`, j on `other`; NaN = padding",
 }
@@ -93,6 +95,12 @@ def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, .
         "",
         f"`attention_mass` categories, in order: {', '.join(attrs.get('mass_categories', []))}. "
         "Every array carries its dimension names, so xarray labels it without attnsim.",
+        "",
+        "What a number is against: uniform attention over a window's n valid tokens gives [CLS] 1/n, [SEP] (its count)/n, "
+        "punctuation (its count)/n, self, previous and next 1/n each, same sentence (the sentence's length)/n and entropy "
+        "log n; `attnsim reduce` reports each category beside that chance level (`mass_<category>_chance`, `_ratio`), and "
+        "every similarity statistic beside a random head's (one drawing each token's k neighbours uniformly from the "
+        "same candidates): see attnsim's README, Statistics against chance.",
         "",
         "## How to open it",
         "",

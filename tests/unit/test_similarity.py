@@ -118,10 +118,10 @@ def test_attention_probs_match_softmax_with_mask():
 def test_attention_mass_hand_counted():
     # One window: [CLS] a b [SEP] + padding; sentence ids -1 0 0 -1; "b" is punctuation.
     p = torch.zeros(1, 1, 5, 5)
-    p[0, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0])  # CLS attends to itself
+    p[0, 0, 0] = torch.tensor([1.0, 0, 0, 0, 0])  # CLS attends to itself: not a real query, ignored
     p[0, 0, 1] = torch.tensor([0.5, 0, 0.5, 0, 0])  # a: half CLS, half next (b)
     p[0, 0, 2] = torch.tensor([0, 1.0, 0, 0, 0])  # b: all on previous (a)
-    p[0, 0, 3] = torch.tensor([0, 0, 0, 1.0, 0])  # SEP on itself
+    p[0, 0, 3] = torch.tensor([0, 0, 0, 1.0, 0])  # SEP on itself: ignored too
     p[0, 0, 4] = torch.tensor([0.2, 0.2, 0.2, 0.2, 0.2])  # padding query: ignored
     valid = torch.tensor([[True, True, True, True, False]])
     is_cls = torch.tensor([[True, False, False, False, False]])
@@ -131,14 +131,15 @@ def test_attention_mass_hand_counted():
     scores = torch.log(p).clamp_min(-1e9)  # logits whose softmax is p (padding keys at -1e9)
     mass = attention_mass(scores, valid, is_cls, is_sep, is_punct, sent)[0, 0]
     got = dict(zip(MASS_CATEGORIES, mass.tolist()))
-    assert np.isclose(got["cls"], (1 + 0.5) / 4)
-    assert np.isclose(got["sep"], 1 / 4)
-    assert np.isclose(got["punct"], 0.5 / 4)
-    assert np.isclose(got["self"], 2 / 4)
-    assert np.isclose(got["prev"], (0.5 + 1.0) / 4)  # a -> CLS is also "previous"
-    assert np.isclose(got["next"], 0.5 / 4)
-    assert np.isclose(got["same_sentence"], (0.5 + 1.0) / 4)
-    assert np.isclose(got["entropy"], (2 * 0.5 * math.log(2)) / 4)
+    # Means over the real queries a and b only: [CLS] and [SEP] are keys, not queries (issue 11).
+    assert np.isclose(got["cls"], 0.5 / 2)
+    assert np.isclose(got["sep"], 0.0)
+    assert np.isclose(got["punct"], 0.5 / 2)
+    assert np.isclose(got["self"], 0.0)
+    assert np.isclose(got["prev"], (0.5 + 1.0) / 2)  # a -> CLS is also "previous"
+    assert np.isclose(got["next"], 0.5 / 2)
+    assert np.isclose(got["same_sentence"], (0.5 + 1.0) / 2)
+    assert np.isclose(got["entropy"], (2 * 0.5 * math.log(2)) / 2)
     # The sentence count the extractor reads off the host copy (no GPU wait) gives the same masses.
     n = sentences_per_window(sent.numpy())
     assert n == 1
