@@ -67,12 +67,13 @@ def metrics(get) -> dict[str, np.ndarray]:
     return out
 
 
-def decay_length(n_high_d: np.ndarray, base_d: np.ndarray) -> float:
+def decay_length(n_high_d: np.ndarray, base_d: np.ndarray, within_range: bool = True) -> float:
     """Fit n_high(d) / base(d) = A exp(-d / lambda) by least squares on the log, weighted by N_high(d).
 
-    base = N_all(d) fits P(d) (the raw length); base = the random head's expected count fits the
-    ratio to chance. NaN when there is no decay: a slope >= 0, or lambda beyond the largest distance
-    with data (the curve falls by less than a factor e over the whole range, as a random head's does).
+    base = the random head's expected count fits the ratio to chance; NaN when there is no decay: a
+    slope >= 0, or (within_range) lambda beyond the largest distance with data, i.e. the curve falls
+    by less than a factor e over the whole range, as a random head's does. base = N_all(d) with
+    within_range=False is the raw fit of P(d), kept as it always was (a random head scores ~587 on lee).
     """
     d = np.arange(len(base_d))
     ok = (n_high_d > 0) & (base_d > 0) & (d > 0)
@@ -80,7 +81,7 @@ def decay_length(n_high_d: np.ndarray, base_d: np.ndarray) -> float:
         return float("nan")
     x, y, w = d[ok].astype(float), np.log(n_high_d[ok] / base_d[ok]), n_high_d[ok].astype(float)
     slope = np.polyfit(x, y, 1, w=np.sqrt(w))[0]
-    if slope >= 0 or -1.0 / slope > x.max():
+    if slope >= 0 or (within_range and -1.0 / slope > x.max()):
         return float("nan")
     return float(-1.0 / slope)
 
@@ -152,7 +153,7 @@ def head_table(p: Partial, token_text, rule: LabelRule) -> tuple[pl.DataFrame, p
         row |= {
             "median_distance": median_from_hist(p.hist_high[l, h]),
             "decay_length": decay_length(p.hist_high[l, h], p.e_d * scale[l, h]),
-            "decay_length_raw": decay_length(p.hist_high[l, h], p.n_all_d),
+            "decay_length_raw": decay_length(p.hist_high[l, h], p.n_all_d, within_range=False),
             "local_share": float(local[l, h]), "local_share_chance": local_chance,
             "local_share_ratio": float(_ratio(local[l, h], local_chance)),
             "top_anchor_id": tok, "top_anchor": token_text(tok) if tok >= 0 else None,
@@ -226,7 +227,7 @@ def layer_table(p: Partial, heads: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
     n_heads = p.heads.shape[1]
     scale = _ratio(p.stat("n_high_all").sum(1), n_heads * p.expected("e_high_all"))  # (L,), 1 in top-k mode
     frame["decay_length"] = [decay_length(p.hist_high[l].sum(0), p.e_d * n_heads * scale[l]) for l in range(n_layers)]
-    frame["decay_length_raw"] = [decay_length(p.hist_high[l].sum(0), p.n_all_d * n_heads) for l in range(n_layers)]
+    frame["decay_length_raw"] = [decay_length(p.hist_high[l].sum(0), p.n_all_d * n_heads, within_range=False) for l in range(n_layers)]
     means = [c for c in heads.columns if c.startswith(("mass_", "top_anchor_share", "local_share"))]
     agg = heads.group_by("layer", maintain_order=True).agg(
         [pl.col(c).mean() for c in means]

@@ -103,3 +103,9 @@ def test_chance_matches_a_monte_carlo_random_head():
         pooled = heads[name].mean()
         assert pooled == pytest.approx(heads[f"{name}_chance"][0], rel=0.08), name
     assert np.isclose(heads["n_high_all"].to_numpy(), part.expected("e_high_all")).all()  # k per real token, exactly
+
+
+def test_raw_decay_length_of_a_random_head_is_finite_and_the_ratio_fit_is_not(planted):
+    """The issue's finding, planted: P(d) of a random head falls (a finite raw decay length), its ratio does not."""
+    rows, _ = planted
+    assert math.isfinite(rows["random"]["decay_length_raw"]) and math.isnan(rows["random"]["decay_length"])
