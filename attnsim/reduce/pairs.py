@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from attnsim.reduce.chance import CHANCE_STATS, WindowNull, window_null
+from attnsim.reduce.norms import norm_table
 
 # Observed sums per (window, layer, head), in this order: the columns of `Partial.heads` and of
 # the bootstrap array, which continues with PAIR_STATS and CHANCE_STATS (statistics.py reads it).
@@ -54,6 +55,7 @@ class Partial:
     boot: np.ndarray  # (B, L, len(BOOT_STATS)) Poisson-weighted per-layer sums
     anchors: pl.DataFrame  # layer, head, token, count: targets of high pairs
     token_counts: pl.DataFrame  # token, count, expected: valid tokens, and the random head's in-degree
+    norms: pl.DataFrame  # layer, head, token, norm_sum, n: ||v|| per token id (vectors tier only; else empty)
 
     def stat(self, name: str) -> np.ndarray:
         """(L, H) observed sum of one of WINDOW_STATS."""
@@ -202,9 +204,10 @@ def mass_sums(attention_mass, null: WindowNull, shape):
 
 
 def block_partial(input_ids, sentence_id, length, pairs, attention_mass, classes: dict, shape: tuple[int, int],
-                  n_boot: int, seed: int, start: int, k: int | None) -> Partial:
+                  n_boot: int, seed: int, start: int, k: int | None, vectors=None) -> Partial:
     """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs; k: the top-k's k
-    (None in quantile mode), which fixes the random head's draw (chance.py)."""
+    (None in quantile mode), which fixes the random head's draw (chance.py); vectors: the block's
+    head_vectors (W, L, H, T, d) where the store has them, for the anchors' norms (norms.py)."""
     w, t = input_ids.shape
     n_layers, n_heads = shape
     pairs = tuple(np.asarray(a, np.int32) for a in pairs)
@@ -231,4 +234,5 @@ def block_partial(input_ids, sentence_id, length, pairs, attention_mass, classes
         boot=bootstrap_sums(per_window, null, n_boot, seed, start),
         anchors=anchors,
         token_counts=tokens,
+        norms=norm_table(vectors, input_ids),
     )

@@ -63,7 +63,8 @@ def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, 
         found = [threshold_pairs(_dense_s(dense, vectors, w, kind), threshold, sid[w], w) for w in range(len(ids))]
         pairs = tuple(np.concatenate([f[n] for f in found]) for n in range(5))
     # The random head draws k neighbours per token in top-k mode, uniform pairs in quantile mode.
-    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start, k=None if threshold is not None else k)
+    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start,
+                         k=None if threshold is not None else k, vectors=vectors)
 
 
 def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
@@ -132,7 +133,8 @@ def _compute_partial(cfg: RunConfig, root, attrs: dict, layout, scheduler):
     topk = _blocks(root, layout, "topk_index") if threshold is None else none
     mass = _blocks(root, layout, "attention_mass") if "attention_mass" in root else none
     dense = _blocks(root, layout, "similarity") if threshold is not None and "similarity" in root else none
-    vectors = _blocks(root, layout, "head_vectors") if threshold is not None and "similarity" not in root else none
+    # The vectors tier, where present, also gives the anchors' norms (norms.py), in either mode.
+    vectors = _blocks(root, layout, "head_vectors") if "head_vectors" in root else none
     kw = dict(
         threshold=threshold,
         classes=attrs["tokenizer"]["token_classes"],

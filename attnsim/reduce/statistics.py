@@ -30,6 +30,7 @@ import numpy as np
 import polars as pl
 
 from attnsim.config import LabelRule
+from attnsim.reduce.norms import anchor_norm_ratio
 from attnsim.reduce.pairs import BOOT_STATS, PAIR_STATS, WINDOW_STATS, Partial
 from attnsim.store.meta import MASS_CATEGORIES
 
@@ -137,6 +138,7 @@ def head_table(p: Partial, token_text, rule: LabelRule) -> tuple[pl.DataFrame, p
     entropy = anchors.group_by(["layer", "head"]).agg((-(pl.col("share") * pl.col("share").log(2))).sum().alias("h"))
     top = _per_head(anchors.group_by(["layer", "head"], maintain_order=True).first(), shape, ("token", "share", "lift", "chance_share", "ratio"))
     ent = _per_head(entropy, shape, ("h",))["h"]
+    norm_ratio = anchor_norm_ratio(p.norms, top["token"])  # NaN without the vectors tier
     m = metrics(_head_get(p))
     d = np.arange(p.hist_high.shape[-1])
     near = d <= rule.local_distance
@@ -159,6 +161,7 @@ def head_table(p: Partial, token_text, rule: LabelRule) -> tuple[pl.DataFrame, p
             "top_anchor_id": tok, "top_anchor": token_text(tok) if tok >= 0 else None,
             "top_anchor_share": float(top["share"][l, h]), "top_anchor_share_chance": float(top["chance_share"][l, h]),
             "top_anchor_share_ratio": float(top["ratio"][l, h]), "top_anchor_lift": float(top["lift"][l, h]),
+            "top_anchor_norm_ratio": float(norm_ratio[l, h]),
             "anchor_entropy_bits": float(ent[l, h]),
         }
         for c, name in enumerate(MASS_CATEGORIES):

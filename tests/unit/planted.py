@@ -89,12 +89,26 @@ def planted_arrays(seed: int, n_windows: int, heads=HEADS) -> dict[str, np.ndarr
     return {"input_ids": ids, "sentence_id": sid, "length": length, "topk_index": topk}
 
 
-def write_planted_store(url: str, seed: int, n_windows: int = 24, heads=HEADS, windows_per_shard: int = 8) -> str:
-    """A complete store (markers written) of planted heads; see `planted_arrays`."""
+def planted_vectors(ids: np.ndarray, n_heads: int, seed: int, anchor_norm: float = 3.0) -> np.ndarray:
+    """(W, 1, H, T, 4) random unit-ish head vectors, ANCHOR's scaled to `anchor_norm`; NaN on padding."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=ids.shape[:1] + (1, n_heads) + ids.shape[1:] + (4,)) / 2.0  # mean norm about 1
+    v *= np.where(ids == ANCHOR, anchor_norm, 1.0)[:, None, None, :, None]
+    v[np.broadcast_to((ids < 0)[:, None, None, :, None], v.shape)] = np.nan
+    return v.astype(np.float16)
+
+
+def write_planted_store(url: str, seed: int, n_windows: int = 24, heads=HEADS, windows_per_shard: int = 8,
+                        vectors: bool = False) -> str:
+    """A complete store (markers written) of planted heads; see `planted_arrays`. vectors: add the
+    `vectors` tier (`planted_vectors`: the anchor word's vectors 3x as long as the others)."""
     arrays = planted_arrays(seed, n_windows, heads)
-    layout = Layout(n_windows, T, 1, len(heads), 4, K, len(MASS_CATEGORIES), windows_per_shard, ("default",))
+    tiers = ("default", "vectors") if vectors else ("default",)
+    layout = Layout(n_windows, T, 1, len(heads), 4, K, len(MASS_CATEGORIES), windows_per_shard, tiers)
+    if vectors:
+        arrays["head_vectors"] = planted_vectors(arrays["input_ids"], len(heads), seed)
     attrs = {
-        "tiers": ["default"], "similarity_kind": "dot", "k": K, "model": {"name": "planted"},
+        "tiers": list(tiers), "similarity_kind": "dot", "k": K, "model": {"name": "planted"},
         "corpus": {"spec": "planted", "windows": n_windows, "tokens": int(arrays["length"].sum())},
         "tokenizer": {"source": resolve_model_source("minilm"), "token_classes": CLASSES},
     }

@@ -28,7 +28,7 @@ RATIOS = (
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("planted")
-    url = write_planted_store(str(tmp / "store.zarr"), seed=7)
+    url = write_planted_store(str(tmp / "store.zarr"), seed=7, vectors=True)
     reduce_store(RunConfig(out=str(tmp), bootstrap=100, dask_scheduler="synchronous"), url=url)
     heads = pl.read_parquet(tmp / "stats" / "head_stats.parquet")
     decay = pl.read_parquet(tmp / "stats" / "distance_decay.parquet")
@@ -109,3 +109,10 @@ def test_raw_decay_length_of_a_random_head_is_finite_and_the_ratio_fit_is_not(pl
     """The issue's finding, planted: P(d) of a random head falls (a finite raw decay length), its ratio does not."""
     rows, _ = planted
     assert math.isfinite(rows["random"]["decay_length_raw"]) and math.isnan(rows["random"]["decay_length"])
+
+
+def test_anchor_norms_from_the_vectors_tier(planted):
+    """The anchor word's vectors are planted 3x as long as the rest: its norm ratio says so (part 6)."""
+    rows, _ = planted
+    assert rows["anchor"]["top_anchor_norm_ratio"] == pytest.approx(3.0 / (1 + 2 * 0.03), rel=0.1)  # ~3% of tokens are it
+    assert rows["separator"]["top_anchor_norm_ratio"] == pytest.approx(1.0, rel=0.1)  # '.' or [SEP]: ordinary norms
