@@ -177,9 +177,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
     ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
+    ap.add_argument("--reduce-store", default=None, metavar="STORE",
+                    help="only the reduce probe, on this existing store and its 4x copy (no model, no extraction)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.reduce_store:
+        return reduce_only(args.reduce_store, out, args.repeats)
     repeats = 1 if args.smoke else args.repeats
     corpus = small_corpus(out, 6) if args.smoke else args.corpus
     max_tokens = 64 if args.smoke else args.max_tokens
@@ -251,6 +255,25 @@ def main(argv=None) -> dict:
     target = args.results or (None if args.smoke else str(HERE / "RESULTS.md"))
     if target:
         Path(target).write_text(table)
+    return results
+
+
+def reduce_only(store: str, out: Path, repeats: int) -> dict:
+    """The reduce's wall time and memory growth on `store` and on it repeated 4x (fresh processes,
+    interleaved, medians), printed as JSON: to compare two versions of the reduce on one store."""
+    urls = {times: str(out / f"reduce_only_x{times}.zarr") for times in (1, 4)}
+    for times, url in urls.items():
+        replicate_store(store, url, times)
+    runs: dict[int, list[dict]] = {1: [], 4: []}
+    for _ in range(repeats):
+        for times in (1, 4):
+            runs[times].append(reduce_probe(urls[times], str(out / f"reduce_only_out_x{times}"), RunConfig().bootstrap))
+    med = {times: {k: statistics.median(p[k] for p in r) for k in r[0]} for times, r in runs.items()}
+    results = {"reduce_seconds": med[1]["wall"], "reduce_walls": [p["wall"] for p in runs[1]],
+               "reduce_seconds_4x": med[4]["wall"], "reduce_growth_mib_1x": med[1]["growth_mib"],
+               "reduce_growth_mib_4x": med[4]["growth_mib"],
+               "reduce_memory_4x_over_1x": med[4]["growth_mib"] / max(med[1]["growth_mib"], 1.0)}
+    print(json.dumps(results, indent=1))
     return results
 
 
