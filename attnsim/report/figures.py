@@ -114,7 +114,7 @@ def layer_ci_figure(layers: pl.DataFrame) -> Figure:
     panels = (("mean_distance_ratio", "mean high-pair distance"),
               ("same_sentence_ratio_matched", "same sentence, at matched distances"),
               ("repetition_share_ratio", "repetition share"),
-              ("separator_share_ratio", "[SEP] + sentence-final punctuation share"))
+              ("separator_share_ratio", "separator share ([SEP], final punct.)"))
     fig = Figure(figsize=(15, 4.2), layout="constrained")
     axes = fig.subplots(1, len(panels))
     x = layers["layer"].to_numpy()
@@ -128,7 +128,7 @@ def layer_ci_figure(layers: pl.DataFrame) -> Figure:
         ax.axhline(1.0, color="0.5", ls="--", lw=1)
         finite = y[np.isfinite(y)]
         if finite.size:
-            ax.set_ylim(min(0.9, finite.min() * 0.9), max(1.1, finite.max() * 1.1))
+            ax.set_ylim(min(0.9, finite.min() * 0.8), max(1.1, finite.max() * 1.1))
         ax.set(title=title, xlabel="layer", ylabel="x a random head (1 = chance)", xticks=x)
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle("Per layer, pooled over heads, against a random head (error bars: 95% bootstrap CI over windows; dashed: chance)",

@@ -178,6 +178,12 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
         doc.figure(name, files[name], caption)
     _example_figure(doc, cfg, store, heads, window, picks, files)
 
+    _per_layer_section(doc, layers)
+    _anchors_section(doc, heads, anchors)
+    return doc, files
+
+
+def _per_layer_section(doc: Doc, layers: pl.DataFrame) -> None:
     doc.heading("Per layer")
     doc.para("Pooled over the layer's heads; [95% bootstrap CI over windows]. Ratios are to a random head (1 = chance); "
              "mean distance in tokens, then its ratio; the raw same-sentence enrichment (share over the share among all "
@@ -195,6 +201,8 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
                "repetition ratio", "separator share (ratio)", "mass [CLS] ratio", "mass [SEP] ratio", "mass punct. ratio",
                "head labels", "distinct top anchors"], rows)
 
+
+def _anchors_section(doc: Doc, heads: pl.DataFrame, anchors: pl.DataFrame) -> None:
     doc.heading("Top anchors per head")
     doc.para("The most frequent targets j of each head's high pairs: token (share of the head's high pairs, ratio = share / "
              "a random head's expected share of that token, i.e. its expected in-degree).")
@@ -207,7 +215,6 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
         text = "; ".join(f"'{t}' ({100 * s:.1f}%, {ratio:.1f}x)" for t, s, ratio in cells) or "-"
         rows.append([r["layer"], r["head"], r["label"], text])
     doc.table(["layer", "head", "label", "top anchors"], rows)
-    return doc, files
 
 
 def write_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[int, int]] | None = None) -> str:

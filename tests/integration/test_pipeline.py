@@ -97,10 +97,12 @@ def test_store_matches_independent_computation(runs, tiny_bert):
             # attention mass on [CLS] and on the same sentence, from the reference probabilities
             pw = p[w, :, :m, :m].numpy()
             ids_w = raw[w, :m]
-            cls_mass = pw[:, :, ids_w == classes["cls"]].sum(-1).mean(-1)
+            real = sent[w, :m] >= 0  # queries are real tokens only: [CLS]/[SEP] are keys (issue 11)
+            cls_mass = pw[:, real][:, :, ids_w == classes["cls"]].sum(-1).mean(-1)
             np.testing.assert_allclose(mass[w, l, :, MASS_CATEGORIES.index("cls")], cls_mass, rtol=1e-4, atol=1e-5)
             same = (sent[w, :m, None] == sent[w, None, :m]) & (sent[w, :m, None] >= 0)
-            np.testing.assert_allclose(mass[w, l, :, MASS_CATEGORIES.index("same_sentence")], (pw * same).sum(-1).mean(-1), rtol=1e-4, atol=1e-5)
+            same_mass = (pw * same)[:, real].sum(-1).mean(-1)
+            np.testing.assert_allclose(mass[w, l, :, MASS_CATEGORIES.index("same_sentence")], same_mass, rtol=1e-4, atol=1e-5)
 
 
 def test_store_opens_with_xarray_and_dask_without_attnsim(runs):
