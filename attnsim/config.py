@@ -59,27 +59,24 @@ class LabelRule(BaseModel):
     def _retired_keys(cls, data):
         """Configs saved before the rule used ratios hold its old keys at their defaults: dropped, so
         such a run folder can be reduced again; an old key set to another value is refused, naming its successor."""
+        old_defaults = {
+            "separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
+            "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5,
+        }
+        retired = {  # key of the pre-chance rule -> (its old default, the key that replaces it)
+            "repetition_enrichment": (5.0, "repetition_ratio"),
+            "anchor_lift": (5.0, "anchor_ratio"),
+            "sentence_enrichment": (1.5, "sentence_ratio"),
+        }
         if not isinstance(data, dict):
             return data
-        if data == OLD_LABEL_DEFAULTS:  # the whole old default rule, as every earlier run saved it
+        if data == old_defaults:  # the whole old default rule, as every earlier run saved it
             return {}
         data = dict(data)
-        for old, (default, new) in RETIRED_LABEL_KEYS.items():
+        for old, (default, new) in retired.items():
             if old in data and data.pop(old) != default:
                 raise ValueError(f"{old} is retired (it compared with an uncalibrated baseline); set {new} instead")
         return data
-
-
-OLD_LABEL_DEFAULTS = {
-    "separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
-    "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5,
-}
-# Keys of the pre-chance label rule -> (their old default, the key that replaces them).
-RETIRED_LABEL_KEYS = {
-    "repetition_enrichment": (5.0, "repetition_ratio"),
-    "anchor_lift": (5.0, "anchor_ratio"),
-    "sentence_enrichment": (1.5, "sentence_ratio"),
-}
 
 
 class RunConfig(BaseModel):

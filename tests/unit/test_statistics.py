@@ -195,3 +195,14 @@ def test_chance_levels_counted_by_hand(stats):
     assert row["separator_share_ratio_ci_low"] <= row["separator_share_ratio_ci_high"]
     sep = anchors.filter((pl.col("head") == 0) & (pl.col("token") == SEP)).to_dicts()[0]
     assert sep["chance_share"] == pytest.approx(e_sep / e_high_all) and sep["ratio"] == pytest.approx((3 / 7) / (e_sep / e_high_all))
+
+
+def test_label_rule_reads_configs_saved_with_the_old_rule():
+    from pydantic import ValidationError
+
+    old = {"separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
+           "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5}
+    assert LabelRule(**old) == LabelRule()  # what every earlier run saved: the new defaults
+    assert LabelRule(anchor_lift=5.0, anchor_share=0.3).anchor_share == 0.3  # an old key at its default: dropped
+    with pytest.raises(ValidationError, match="anchor_lift is retired.*anchor_ratio"):
+        LabelRule(anchor_lift=3.0)
