@@ -30,7 +30,8 @@ import torch
 
 from attnsim.model.allocator import keep_freed_memory
 from attnsim.config import RunConfig
-from attnsim.model.loading import LoadedModel, head_taps, load_model
+from attnsim.model.loading import LoadedModel, load_model
+from attnsim.model.taps import head_taps
 from attnsim.store.shards import encoder_pool
 from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
 from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_meta, read_unit, unit_checksum, write_marker, write_unit
@@ -134,10 +135,11 @@ class UnitComputer:
 
             results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
 
-            def on_layer(layer, q, key, z, results=results, ctx=ctx):
-                self._layer(results, layer, ctx, q, key, z)
+            def on_layer(taps, results=results, ctx=ctx):
+                self._layer(results, taps.layer, ctx, taps.q, taps.k, taps.z)
 
-            with head_taps(self.loaded, on_layer):
+            # queries and keys only for the attention mass (default tier)
+            with head_taps(self.loaded, on_layer, points=("q", "k", "z") if "default" in self.tiers else ("z",)):
                 self.loaded.model(input_ids=ids, attention_mask=valid.long())
             # One host transfer per batch, after every layer's kernels were queued (a GPU keeps going).
             for name, layer, tensor in results:

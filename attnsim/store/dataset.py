@@ -25,6 +25,7 @@ import numpy as np
 import zarr
 
 from attnsim.errors import UserError
+from attnsim.model.similarity import similarity_matrix
 from attnsim.store.meta import StoreMeta
 
 SOURCES = ("dense", "vectors", "topk")  # where .similarity takes S from, best first
@@ -137,9 +138,7 @@ class SimilarityStore:
             values, source = self.root["similarity"][window, layer, head, :n, :n].astype(np.float32), "dense"
         elif "head_vectors" in self.root:
             v = self.root["head_vectors"][window, layer, head, :n].astype(np.float32)  # (T, d)
-            if self.kind == "cosine":
-                v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-            values, source = v @ v.T, "vectors"  # (T, T)
+            values, source = similarity_matrix(v, self.kind), "vectors"  # (T, T)
         else:
             index = self.root["topk_index"][window, layer, head, :n].astype(np.int64)  # (T, k)
             value = self.root["topk_value"][window, layer, head, :n].astype(np.float32)  # (T, k)
