@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from attnsim.cli_flags import config_flags, field_help
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.logs import quiet_libraries
@@ -55,62 +56,31 @@ def _guard(fn):
         _fail(str(e))
 
 
-# Options shared by `run` and the stage commands. None means "not given": keep the config's value.
+# Options that are not config fields. None means "not given": keep the config's value.
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config (see jobs/configs/); flags override it.")
-OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default runs/default); local path or fsspec URL.")
-ModelOpt = typer.Option(None, "--model", "-m", help="Model: `minilm`, a local folder or a hub id.")
-CorpusOpt = typer.Option(None, "--corpus", help="Corpus: `lee`, a folder/glob of .txt, .jsonl/.parquet, or hf:NAME.")
-TrustOpt = typer.Option(False, "--trust-remote-code", help="Allow model code from the hub to run.")
-PickleOpt = typer.Option(False, "--allow-pickle-weights", help="Allow non-safetensors weights.")
+OutOpt = typer.Option(None, "--out", "-o", help=field_help("out"))
 LocalOpt = typer.Option(False, "--local", help="Run in this process without Ray (debugging, memory:// stores).")
 
 
-def _overrides(**kw) -> dict:
-    out = {}
-    for key, value in kw.items():
-        if value is None or value is False:
-            continue
-        if isinstance(value, Enum):
-            value = value.value
-        if key == "tiers":
-            value = [t.strip() for t in value.split(",") if t.strip()]
-        out[key] = value
-    return out
+# The config fields each command takes as flags. `prepare` takes every setting that fixes the store
+# (STORE_SETTINGS: a store refuses a run whose settings differ), `run` those and the rest.
+PREPARE_FIELDS = ("model", "corpus", "text_column", "one_per_line", "hf_split", "trust_remote_code", "allow_pickle_weights",
+                  "store", "max_tokens", "sentence_separator", "similarity_kind", "k", "tiers", "windows_per_shard", "docs_per_partition")
+EXTRACT_FIELDS = ("workers", "batch_size", "device", "dtype", "actors_per_gpu", "cpus_per_worker", "unit_writers", "max_unit_retries")
+REDUCE_FIELDS = ("high_mode", "quantile", "bootstrap", "seed", "top_anchors", "dask_scheduler")
 
 
 @app.command()
-def run(
-    config: Optional[str] = ConfigOpt,
-    model: Optional[str] = ModelOpt,
-    corpus: Optional[str] = CorpusOpt,
-    out: Optional[str] = OutOpt,
-    store: Optional[str] = typer.Option(None, help="Store location (default <out>/store.zarr); may be s3://..."),
-    text_column: Optional[str] = typer.Option(None, help="Text column of .jsonl/.parquet/datasets corpora."),
-    one_per_line: bool = typer.Option(False, "--one-per-line", help=".txt files hold one document per line."),
-    max_tokens: Optional[int] = typer.Option(None, help="Tokens per window incl. [CLS]/[SEP] (default 256)."),
-    sentence_separator: Optional[Separator] = typer.Option(None, help="`sep` inserts [SEP] between sentences."),
-    similarity_kind: Optional[Kind] = typer.Option(None, "--similarity", help="S = dot product (default) or cosine."),
-    k: Optional[int] = typer.Option(None, "--k", help="Neighbours kept per token (default 8)."),
-    tiers: Optional[str] = typer.Option(None, help="Comma list of extra tiers: vectors, dense."),
-    batch_size: Optional[int] = typer.Option(None, help="Windows per forward pass."),
-    windows_per_shard: Optional[int] = typer.Option(None, help="Windows per work unit / Zarr shard."),
-    workers: Optional[int] = typer.Option(None, help="Extraction actors (default: one per GPU, else per 4 CPUs)."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda."),
-    dtype: Optional[str] = typer.Option(None, help="Model weights on GPU: float32, float16, bfloat16."),
-    high_mode: Optional[str] = typer.Option(None, help="High pairs: topk (default) or quantile."),
-    trust_remote_code: bool = TrustOpt,
-    allow_pickle_weights: bool = PickleOpt,
-    local: bool = LocalOpt,
-):
+@config_flags(*PREPARE_FIELDS, *EXTRACT_FIELDS, *REDUCE_FIELDS)
+def run(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt, local: bool = LocalOpt):
     """Run the whole job: prepare, extract, reduce, report (resumes an interrupted run in the same --out)."""
     _quiet()
-    overrides = _overrides(**{k_: v for k_, v in locals().items() if k_ not in ("config", "local")})
 
     def go():
         from attnsim.pipeline import run_all
         from attnsim.report.tables import print_summary
 
-        cfg = RunConfig.load(config, overrides)
+        cfg = RunConfig.load(config, {**overrides, "out": out})
         result = run_all(cfg, use_ray=not local)
         print_summary(console, cfg, result)
 
@@ -122,28 +92,18 @@ def _stage_config(config, out, overrides) -> RunConfig:
 
     if config:
         return RunConfig.load(config, {**overrides, **({"out": out} if out else {})})
-    return load_run_config(out or "runs/default", overrides)
+    return load_run_config(out or RunConfig.model_fields["out"].default, overrides)
 
 
 @app.command()
-def prepare(
-    config: Optional[str] = ConfigOpt,
-    out: Optional[str] = OutOpt,
-    model: Optional[str] = ModelOpt,
-    corpus: Optional[str] = CorpusOpt,
-    max_tokens: Optional[int] = typer.Option(None),
-    trust_remote_code: bool = TrustOpt,
-    allow_pickle_weights: bool = PickleOpt,
-    local: bool = LocalOpt,
-):
+@config_flags(*PREPARE_FIELDS)
+def prepare(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt, local: bool = LocalOpt):
     """Stage 1: split and tokenise the corpus into windows; create the store."""
     _quiet()
 
     def go():
         from attnsim.pipeline import stage_prepare
 
-        overrides = _overrides(model=model, corpus=corpus, max_tokens=max_tokens, trust_remote_code=trust_remote_code,
-                               allow_pickle_weights=allow_pickle_weights)
         cfg = _stage_config(config, out, overrides)
         r = stage_prepare(cfg, use_ray=not local)
         word = "kept (already prepared)" if r.reused else "written"
@@ -155,12 +115,12 @@ def prepare(
 
 
 @app.command()
+@config_flags(*EXTRACT_FIELDS)
 def extract(
+    overrides: dict,
     config: Optional[str] = ConfigOpt,
     out: Optional[str] = OutOpt,
     repair: bool = typer.Option(False, "--repair", help="Redo the units that `attnsim verify` finds missing or corrupt."),
-    workers: Optional[int] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
     local: bool = LocalOpt,
 ):
     """Stage 2: run the model over every unit without a marker."""
@@ -169,7 +129,7 @@ def extract(
     def go():
         from attnsim.pipeline import stage_extract
 
-        cfg = _stage_config(config, out, _overrides(workers=workers, batch_size=batch_size))
+        cfg = _stage_config(config, out, overrides)
         units = None
         if repair:
             from attnsim.store.verify import verify_store
@@ -192,7 +152,8 @@ def extract(
 
 
 @app.command()
-def reduce(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt):
+@config_flags(*REDUCE_FIELDS)
+def reduce(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt):
     """Stage 3: corpus statistics from the store into <out>/stats/."""
     _quiet()
 
@@ -200,7 +161,7 @@ def reduce(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt):
         from attnsim.pipeline import stage_reduce
         from attnsim.report.tables import print_layer_table
 
-        cfg = _stage_config(config, out, {})
+        cfg = _stage_config(config, out, overrides)
         summary = stage_reduce(cfg)
         print_layer_table(console, summary)
         console.print(f"statistics written to {cfg.stats_url}")

@@ -80,49 +80,79 @@ class LabelRule(BaseModel):
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Each field's docstring is its description: the CLI's help and the job entrypoints read it.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), use_attribute_docstrings=True)
 
     # --- inputs
-    model: str = "minilm"  # alias `minilm` (embedded), a local folder, or a hub id
-    corpus: str = "lee"  # alias `lee` (embedded), a folder/glob of .txt, .jsonl, .parquet, or hf:NAME
-    text_column: str = "text"  # column of .jsonl/.parquet/datasets inputs that holds the text
-    one_per_line: bool = False  # .txt inputs: one document per line instead of one per file
-    hf_split: str = "train"  # split of a Hugging Face dataset corpus
-    trust_remote_code: bool = False  # never run model code from a hub unless asked
-    allow_pickle_weights: bool = False  # load only safetensors weights unless asked
+    model: str = "minilm"
+    """alias `minilm` (embedded), a local folder, or a hub id"""
+    corpus: str = "lee"
+    """alias `lee` (embedded), a folder/glob of .txt, .jsonl, .parquet, or hf:NAME"""
+    text_column: str = "text"
+    """column of .jsonl/.parquet/datasets inputs that holds the text"""
+    one_per_line: bool = False
+    """.txt inputs: one document per line instead of one per file"""
+    hf_split: str = "train"
+    """split of a Hugging Face dataset corpus"""
+    trust_remote_code: bool = False
+    """never run model code from a hub unless asked"""
+    allow_pickle_weights: bool = False
+    """load only safetensors weights unless asked"""
 
     # --- outputs
-    out: str = "runs/default"  # run folder: config, stats, report (local path or fsspec URL)
-    store: str | None = None  # default: <out>/store.zarr; may be any fsspec URL (s3://, memory://)
+    out: str = "runs/default"
+    """run folder: config, stats, report (local path or fsspec URL)"""
+    store: str | None = None
+    """default: <out>/store.zarr; may be any fsspec URL (s3://, memory://)"""
 
     # --- windows
-    max_tokens: int = Field(256, ge=8)  # tokens per window incl. [CLS]/[SEP]; 512 is BERT's limit
-    sentence_separator: Literal["none", "sep"] = "none"  # `sep` puts [SEP] between sentences
-    windows_per_shard: int = Field(32, ge=1)  # one work unit = one Zarr shard along `window`
-    docs_per_partition: int = Field(2000, ge=1)  # prepare fans out over partitions of documents
+    max_tokens: int = Field(256, ge=8)
+    """tokens per window incl. [CLS]/[SEP]; 512 is BERT's limit"""
+    sentence_separator: Literal["none", "sep"] = "none"
+    """`sep` puts [SEP] between sentences"""
+    windows_per_shard: int = Field(32, ge=1)
+    """one work unit = one Zarr shard along `window`"""
+    docs_per_partition: int = Field(2000, ge=1)
+    """prepare fans out over partitions of documents"""
 
     # --- extraction
-    similarity_kind: Literal["dot", "cosine"] = "dot"  # the paper's scalar product by default
-    k: int = Field(8, ge=1, le=64)  # neighbours kept per token in the default tier
-    tiers: list[Tier] = ["default"]  # add `vectors` (head outputs) and/or `dense` (full S)
-    batch_size: int = Field(8, ge=1)  # windows per forward pass
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # model weights; S sums stay fp32
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the actor's GPU if it was given one
-    workers: int | None = None  # actor pool size; default: actors_per_gpu per GPU, else one per 4 CPUs (cpus_per_worker)
-    actors_per_gpu: int = Field(1, ge=1)  # several small models can share one GPU
-    cpus_per_worker: int | None = None  # CPU actors: cores each (torch threads); default all/workers
-    max_unit_retries: int = Field(3, ge=0)  # a unit whose actor died is retried this many times
-    unit_writers: int | None = Field(None, ge=0)  # units compressed and written beside the compute, per
-    # worker; default 0 on a CPU (a writer thread only takes cores from torch), 4 on a GPU (the host's
-    # compression is the bottleneck there)
+    similarity_kind: Literal["dot", "cosine"] = "dot"
+    """the paper's scalar product by default"""
+    k: int = Field(8, ge=1, le=64)
+    """neighbours kept per token in the default tier"""
+    tiers: list[Tier] = ["default"]
+    """add `vectors` (head outputs) and/or `dense` (full S)"""
+    batch_size: int = Field(8, ge=1)
+    """windows per forward pass"""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """model weights; S sums stay fp32"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: the actor's GPU if it was given one"""
+    workers: int | None = None
+    """actor pool size; default: actors_per_gpu per GPU, else one per 4 CPUs (cpus_per_worker)"""
+    actors_per_gpu: int = Field(1, ge=1)
+    """several small models can share one GPU"""
+    cpus_per_worker: int | None = None
+    """CPU actors: cores each (torch threads); default all/workers"""
+    max_unit_retries: int = Field(3, ge=0)
+    """a unit whose actor died is retried this many times"""
+    unit_writers: int | None = Field(None, ge=0)
+    """Units compressed and written beside the compute, per worker; default 0 on a CPU (a writer
+    thread only takes cores from torch), 4 on a GPU (the host's compression is the bottleneck there)."""
 
     # --- reduce
-    high_mode: Literal["topk", "quantile"] = "topk"  # what makes a pair "high"
-    quantile: float = Field(0.99, gt=0.0, lt=1.0)  # `quantile` mode: per-head corpus quantile of S
-    bootstrap: int = Field(200, ge=0)  # Poisson bootstrap replicates over windows for CIs
-    seed: int = 0  # bootstrap seed
-    top_anchors: int = Field(10, ge=1)  # anchors kept per head in anchors.parquet
-    dask_scheduler: str = "threads"  # `threads`, `synchronous`, or a dask.distributed address
+    high_mode: Literal["topk", "quantile"] = "topk"
+    """What makes a pair "high": j among i's top k (`topk`), or S above a quantile (`quantile`)."""
+    quantile: float = Field(0.99, gt=0.0, lt=1.0)
+    """`quantile` mode: per-head corpus quantile of S"""
+    bootstrap: int = Field(200, ge=0)
+    """Poisson bootstrap replicates over windows for CIs"""
+    seed: int = 0
+    """bootstrap seed"""
+    top_anchors: int = Field(10, ge=1)
+    """anchors kept per head in anchors.parquet"""
+    dask_scheduler: str = "threads"
+    """`threads`, `synchronous`, or a dask.distributed address"""
     labels: LabelRule = LabelRule()
 
     @field_validator("tiers")

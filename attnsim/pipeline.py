@@ -20,8 +20,8 @@ from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prep
 from attnsim.errors import UserError
 from attnsim.model.loading import load_model
 from attnsim.extract.progress import ExtractProgress
-from attnsim.store.io import completed_units, consolidate, open_store, update_attrs
-from attnsim.store.meta import layout_from_attrs
+from attnsim.store.io import completed_units, consolidate, open_store, read_meta, update_attrs
+from attnsim.store.meta import CONFIG_SETTINGS
 
 log = logging.getLogger("attnsim")
 
@@ -76,7 +76,7 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
 
 def pending_units(url: str) -> tuple[list[int], object]:
     root = open_store(url)
-    layout = layout_from_attrs(dict(root.attrs))
+    layout = read_meta(root).layout
     done = completed_units(url)
     return [u for u in range(layout.n_units) if u not in done], layout
 
@@ -87,17 +87,14 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
     todo, layout = pending_units(url)
     # The store fixes what a unit computes: refuse a config that differs before any actor starts
     # (prepare checks the corpus and weights; these are the settings extraction itself depends on).
-    extract_settings = {
-        key: getattr(cfg, key)
-        for key in ("model", "max_tokens", "sentence_separator", "k", "similarity_kind", "tiers", "windows_per_shard")
-    }
+    extract_settings = {key: getattr(cfg, key) for key in CONFIG_SETTINGS}
     if not check_settings(url, extract_settings):
         raise UserError(f"store {url!r} was never fully prepared; run `attnsim prepare` (or `attnsim run`) with the same --out first")
     if units is not None:
         todo = sorted(units)
-    attrs = dict(open_store(url).attrs)
+    tokens = read_meta(open_store(url)).corpus.tokens
     progress_url = join_url(cfg.out, "progress.json")
-    with ExtractProgress(layout.n_units, layout.n_windows, attrs["corpus"]["tokens"], progress_url, done_units=layout.n_units - len(todo)) as progress:
+    with ExtractProgress(layout.n_units, layout.n_windows, tokens, progress_url, done_units=layout.n_units - len(todo)) as progress:
         if use_ray:
             from attnsim.executors.ray_actors import ensure_ray, run_extract
 

@@ -2,8 +2,9 @@
 
     ray job submit --runtime-env jobs/runtime_env.yaml -- python -m jobs.reduce --config jobs/configs/cloud-s3.yaml
 
-The Dask graph runs where `dask_scheduler` says: `ray` (the Ray cluster's workers), a dask.distributed
-address (that cluster's workers), or `threads` (this driver).
+The Dask graph runs where `dask_scheduler` says: a dask.distributed address (that cluster's
+workers), or `threads` (this driver). Dask-on-Ray (`ray`) is refused with a one-line reason:
+ray.util.dask cannot rebuild zarr 3 arrays (docs/design.md, Decisions).
 """
 
 from __future__ import annotations

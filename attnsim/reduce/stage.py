@@ -24,6 +24,7 @@ import polars as pl
 
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
+from attnsim.model.similarity import similarity_matrix
 from attnsim.reduce.pairs import block_partial, threshold_pairs, topk_pairs
 from attnsim.reduce.statistics import decay_table, head_table, layer_table
 from attnsim.store.io import completed_units, open_store
@@ -50,10 +51,7 @@ def _dense_s(similarity_block, vectors_block, w: int, kind: str) -> np.ndarray:
     """S of one window of a block, (L, H, T, T) float32: from the dense tier or the vectors."""
     if similarity_block is not None:
         return similarity_block[w].astype(np.float32)
-    v = vectors_block[w].astype(np.float32)  # (L, H, T, d), NaN on padding
-    if kind == "cosine":
-        v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-    return v @ np.swapaxes(v, -1, -2)
+    return similarity_matrix(vectors_block[w].astype(np.float32), kind)  # (L, H, T, T), NaN on padding
 
 
 def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, shape, n_boot, seed, start, kind, k):

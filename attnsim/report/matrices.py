@@ -80,15 +80,14 @@ def recompute_dense(store: SimilarityStore, cfg: RunConfig, window: int) -> np.n
     from attnsim.extract.stage import UnitComputer
     from attnsim.model.loading import load_model
 
-    attrs = store.attrs
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)
-    if loaded.weights_hash != attrs["model"]["weights_sha256"]:
+    if loaded.weights_hash != store.meta.model.weights_sha256:
         raise UserError(
             f"model {cfg.model!r} now has weights {loaded.weights_hash}, the store was made with "
-            f"{attrs['model']['weights_sha256']}; S cannot be recomputed faithfully"
+            f"{store.meta.model.weights_sha256}; S cannot be recomputed faithfully"
         )
-    computer = UnitComputer(loaded, kind=store.kind, k=attrs["k"], tiers=("dense",),
-                            token_classes=attrs["tokenizer"]["token_classes"], batch_size=1)
+    computer = UnitComputer(loaded, kind=store.kind, k=store.meta.k, tiers=("dense",),
+                            token_classes=store.meta.token_classes, batch_size=1)
     row = slice(window, window + 1)
     out = computer.compute(store.root["input_ids"][row], store.root["sentence_id"][row], store.root["length"][row])
     n = store.length(window)
@@ -132,7 +131,7 @@ def inspect_head(console: Console, url: str, window: int, layer: int, head: int,
     values, source = s.values, {"dense": "the stored dense tier", "vectors": "the stored head vectors",
                                 "topk": "the stored top-k only (grey: not stored)"}[s.source]
     if s.sparse and recompute:
-        values = recompute_dense(store, RunConfig.from_dict(store.attrs["config"]), window)[layer, head]
+        values = recompute_dense(store, RunConfig.from_dict(store.meta.config), window)[layer, head]
         source = "the model, run again on this window"
     doc = int(store.root["doc_id"][window])
     console.print(f"[bold]{store.url}[/] window {window} (document {doc}, {len(s.tokens)} tokens), layer {layer}, head {head}; "
@@ -150,7 +149,7 @@ def inspect_head(console: Console, url: str, window: int, layer: int, head: int,
     console.print(table)
 
     panel = {"values": values, "tokens": s.tokens, "sentence_id": s.sentence_id, "title": f"layer {layer}, head {head}: S from {source}"}
-    fig = similarity_figure([panel], store.kind, f"{store.attrs['model']['name']}, window {window} (document {doc})",
+    fig = similarity_figure([panel], store.kind, f"{store.meta.model.name}, window {window} (document {doc})",
                             inch_per_token=0.12, max_side=28.0, fontsize=6.5 if n <= 150 else 5.0)
     png = png or default_png(window, layer, head)
     fig.savefig(png, dpi=100)

@@ -9,8 +9,7 @@ from rich.table import Table
 
 from attnsim.config import RunConfig
 from attnsim.reduce.stage import stats_paths
-from attnsim.store.io import completed_units, open_store, unit_environments
-from attnsim.store.meta import layout_from_attrs
+from attnsim.store.io import completed_units, open_store, read_meta, unit_environments
 
 
 def _f(x, digits=2) -> str:
@@ -87,27 +86,25 @@ def print_summary(console: Console, cfg: RunConfig, result: dict) -> None:
 
 def print_store_info(console: Console, url: str) -> None:
     root = open_store(url)
-    attrs = dict(root.attrs)
-    layout = layout_from_attrs(attrs)
+    meta = read_meta(root)
+    layout, m, c, w = meta.layout, meta.model, meta.corpus, meta.windows
     units = completed_units(url)
-    done = len(units)
-    m, c = attrs["model"], attrs["corpus"]
     table = Table(show_header=False, title=f"attnsim store {url}")
     rows = [
-        ("format", f"v{attrs['format_version']} (attnsim {attrs.get('code_version')})"),
-        ("model", f"{m['name']} ({m['model_type']}, {m['layers']} layers x {m['heads']} heads, head size {m['head_size']}, weights {m['weights_sha256']})"),
-        ("corpus", f"{c['spec']} ({c['documents']} documents, fingerprint {c['fingerprint']})"),
-        ("windows", f"{c['windows']} of at most {attrs['windows']['max_tokens']} tokens, separator {attrs['windows']['sentence_separator']}"),
-        ("tokens", str(c["tokens"])),
-        ("similarity", f"{attrs['similarity_kind']}, top k = {attrs['k']}"),
-        ("tiers", ", ".join(attrs["tiers"])),
-        ("units", f"{done} of {layout.n_units} extracted ({layout.windows_per_shard} windows each)"),
+        ("format", f"v{meta.format_version} (attnsim {meta.code_version})"),
+        ("model", f"{m.name} ({m.model_type}, {m.layers} layers x {m.heads} heads, head size {m.head_size}, weights {m.weights_sha256})"),
+        ("corpus", f"{c.spec} ({c.documents} documents, fingerprint {c.fingerprint})"),
+        ("windows", f"{c.windows} of at most {w.max_tokens} tokens, separator {w.sentence_separator}"),
+        ("tokens", str(c.tokens)),
+        ("similarity", f"{meta.similarity_kind}, top k = {meta.k}"),
+        ("tiers", ", ".join(layout.tiers)),
+        ("units", f"{len(units)} of {layout.n_units} extracted ({layout.windows_per_shard} windows each)"),
         ("arrays", ", ".join(f"{name}{tuple(root[name].shape)}" for name in sorted(root.array_keys()))),
     ]
     for n, (env, count) in enumerate(sorted(unit_environments(url, units).items(), key=lambda item: -item[1])):
         rows.append(("computed on" if n == 0 else "", f"{count} units: {env}"))
-    if c.get("problems"):
-        rows.append(("problems", ", ".join(f"{k} {v['count']}" for k, v in c["problems"].items())))
+    if c.problems:
+        rows.append(("problems", ", ".join(f"{k} {v['count']}" for k, v in c.problems.items())))
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)

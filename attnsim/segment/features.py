@@ -28,8 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnsim.model.loading import LoadedModel, head_taps
+from attnsim.model.loading import LoadedModel
+from attnsim.model.taps import head_taps
 from attnsim.model.kernels import split_heads
+from attnsim.model.similarity import as_kind
 
 
 def plan_windows(lengths: list[int], capacity: int) -> list[tuple[int, int]]:
@@ -150,17 +152,14 @@ def _forward(loaded: LoadedModel, windows: list[list[np.ndarray]], heads, kind: 
         by_layer.setdefault(layer, []).append(head)
     got: dict[tuple[int, int], torch.Tensor] = {}
 
-    def on_layer(layer, q, k, z):
-        if layer not in by_layer:
-            return
-        v = split_heads(z, loaded.n_heads).float()  # (B, H, T, d)
-        if kind == "cosine":
-            v = torch.nn.functional.normalize(v, dim=-1)
+    def on_layer(taps):
+        layer = taps.layer
+        v = as_kind(split_heads(taps.z, loaded.n_heads).float(), kind)  # (B, H, T, d)
         sums = torch.einsum("bts,bhtd->bshd", onehot, v)  # (B, S, H, d)
         for head in by_layer[layer]:
             got[(layer, head)] = sums[:, :, head]  # (B, S, d)
 
-    with head_taps(loaded, on_layer):
+    with head_taps(loaded, on_layer, points=("z",), layers=set(by_layer)):
         loaded.model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
     stacked = torch.stack([got[h] for h in heads], 2).cpu().numpy().astype(np.float32)  # (B, S, P, d)
     return [stacked[r, : len(w)] for r, w in enumerate(windows)]

@@ -49,6 +49,15 @@ ARRAY_MEANING = {
 }
 
 
+CHANCE_NOTE = (
+    "What a number is against: uniform attention over a window's n valid tokens gives [CLS] 1/n, [SEP] (its count)/n, "
+    "punctuation (its count)/n, self, previous and next 1/n each, same sentence (the sentence's length)/n and entropy "
+    "log n; `attnsim reduce` reports each category beside that chance level (`mass_<category>_chance`, `_ratio`), and "
+    "every similarity statistic beside a random head's (one drawing each token's k neighbours uniformly from the "
+    "same candidates): see attnsim's README, Statistics against chance."
+)
+
+
 def model_licence(model: dict) -> str:
     name = model.get("name", "")
     if name in MODEL_LICENCES:
@@ -96,11 +105,7 @@ def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, .
         f"`attention_mass` categories, in order: {', '.join(attrs.get('mass_categories', []))}. "
         "Every array carries its dimension names, so xarray labels it without attnsim.",
         "",
-        "What a number is against: uniform attention over a window's n valid tokens gives [CLS] 1/n, [SEP] (its count)/n, "
-        "punctuation (its count)/n, self, previous and next 1/n each, same sentence (the sentence's length)/n and entropy "
-        "log n; `attnsim reduce` reports each category beside that chance level (`mass_<category>_chance`, `_ratio`), and "
-        "every similarity statistic beside a random head's (one drawing each token's k neighbours uniformly from the "
-        "same candidates): see attnsim's README, Statistics against chance.",
+        CHANCE_NOTE,
         "",
         "## How to open it",
         "",

@@ -25,6 +25,8 @@ import numpy as np
 import zarr
 
 from attnsim.errors import UserError
+from attnsim.model.similarity import similarity_matrix
+from attnsim.store.meta import StoreMeta
 
 SOURCES = ("dense", "vectors", "topk")  # where .similarity takes S from, best first
 
@@ -70,15 +72,15 @@ class SimilarityStore:
             raise UserError(f"no attnsim store at {self.url!r}; give the path or URL of a store.zarr made by `attnsim run`")
         self.root = zarr.open_group(self.url, mode="r", zarr_format=3, storage_options=self.storage_options or None)
         self.attrs = dict(self.root.attrs)
-        layout = self.attrs["layout"]
-        self.n_windows, self.n_layers, self.n_heads = layout["n_windows"], layout["n_layers"], layout["n_heads"]
-        self.kind = self.attrs["similarity_kind"]
-        self.tiers = tuple(self.attrs["tiers"])
+        self.meta = StoreMeta.from_attrs(self.attrs)
+        layout = self.meta.layout
+        self.n_windows, self.n_layers, self.n_heads = layout.n_windows, layout.n_layers, layout.n_heads
+        self.kind = self.meta.similarity_kind
+        self.tiers = layout.tiers
 
     def __repr__(self) -> str:
-        m = self.attrs["model"]
         return (
-            f"SimilarityStore({self.url!r}: {m['name']}, {self.n_windows} windows, "
+            f"SimilarityStore({self.url!r}: {self.meta.model.name}, {self.n_windows} windows, "
             f"{self.n_layers} layers x {self.n_heads} heads, tiers {', '.join(self.tiers)})"
         )
 
@@ -93,7 +95,7 @@ class SimilarityStore:
     @property
     def card(self) -> str | None:
         """The dataset card (also README.md in the store), if extraction finished."""
-        return self.attrs.get("dataset_card")
+        return self.meta.dataset_card
 
     @functools.cached_property
     def tokenizer(self):
@@ -101,7 +103,7 @@ class SimilarityStore:
         from attnsim.model.loading import load_tokenizer
 
         tried = []
-        for source in dict.fromkeys([self.attrs["tokenizer"]["source"], self.attrs["model"]["name"]]):
+        for source in dict.fromkeys([self.meta.tokenizer.source, self.meta.model.name]):
             try:
                 return load_tokenizer(source)
             except UserError as e:
@@ -136,9 +138,7 @@ class SimilarityStore:
             values, source = self.root["similarity"][window, layer, head, :n, :n].astype(np.float32), "dense"
         elif "head_vectors" in self.root:
             v = self.root["head_vectors"][window, layer, head, :n].astype(np.float32)  # (T, d)
-            if self.kind == "cosine":
-                v = v / np.linalg.norm(v, axis=-1, keepdims=True)
-            values, source = v @ v.T, "vectors"  # (T, T)
+            values, source = similarity_matrix(v, self.kind), "vectors"  # (T, T)
         else:
             index = self.root["topk_index"][window, layer, head, :n].astype(np.int64)  # (T, k)
             value = self.root["topk_value"][window, layer, head, :n].astype(np.float32)  # (T, k)

@@ -29,7 +29,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from attnsim import FORMAT_VERSION
 from attnsim.errors import UserError
-from attnsim.store.meta import Layout
+from attnsim.store.meta import Layout, StoreMeta
 from attnsim.store.retry import with_retries
 from attnsim.store.shards import encode_shard, shard_plan
 
@@ -59,6 +59,11 @@ def open_store(url: str, mode: str = "r") -> zarr.Group:
     if mode == "r" and not store_exists(url):
         raise UserError(f"no attnsim store at {url!r}; run `attnsim prepare` (or `attnsim run`) first")
     return zarr.open_group(url, mode=mode, zarr_format=3)
+
+
+def read_meta(root: zarr.Group) -> StoreMeta:
+    """The store's root attributes, typed and checked (`StoreMeta`)."""
+    return StoreMeta.from_attrs(dict(root.attrs))
 
 
 def create_store(url: str, layout: Layout, attrs: dict) -> zarr.Group:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
 # Order of the attention-mass categories along the `category` axis; also written to the attributes.
 MASS_CATEGORIES = ("cls", "sep", "punct", "self", "prev", "next", "same_sentence", "entropy")
 
@@ -78,3 +80,116 @@ class Layout:
 
 def layout_from_attrs(attrs: dict) -> Layout:
     return Layout(**attrs["layout"] | {"tiers": tuple(attrs["layout"]["tiers"])})
+
+
+# Everything that must match for a run to write into an existing store: the one list. `prepare`
+# records these (`settings` attribute) and refuses a store made with others; the CLI's `prepare`
+# takes each config field among them as a flag. weights_sha256 and corpus (its fingerprint) are
+# derived from the model and the corpus rather than set.
+STORE_SETTINGS = ("model", "weights_sha256", "max_tokens", "sentence_separator", "k", "similarity_kind", "tiers", "windows_per_shard", "corpus")
+# ... of which these are recorded as computed from the model and the corpus (the weights' hash, the
+# corpus's fingerprint), not as the config's value; the rest are config fields as given.
+DERIVED_SETTINGS = ("weights_sha256", "corpus")
+CONFIG_SETTINGS = tuple(name for name in STORE_SETTINGS if name not in DERIVED_SETTINGS)
+
+
+class _Attrs(BaseModel):
+    # Unknown keys are kept (a newer attnsim may add some); declared order is the order written.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class ModelMeta(_Attrs):
+    name: str  # what the user asked for: alias, folder or hub id
+    source: str  # the folder or hub id it was loaded from
+    model_type: str
+    layers: int
+    heads: int
+    head_size: int
+    weights_sha256: str  # first 16 hex digits of a SHA-256 over every parameter, in name order
+    max_tokens: int  # the longest window its position embeddings allow
+
+
+class TokenClasses(_Attrs):
+    cls: int | None
+    sep: int | None
+    punct: list[int]  # vocabulary ids of tokens made of punctuation only
+    final_punct: list[int]  # ... of those, the sentence-final marks (. ! ? and the like)
+
+
+class TokenizerMeta(_Attrs):
+    source: str
+    token_classes: TokenClasses
+
+
+class WindowsMeta(_Attrs):
+    max_tokens: int
+    sentence_separator: str
+    splitter: str
+    stride: int
+
+
+class CorpusMeta(_Attrs):
+    spec: str
+    fingerprint: str
+    documents: int
+    windows: int
+    tokens: int
+    problems: dict  # kind -> {"count", "examples"} of documents skipped or repaired
+
+
+class StoreMeta(_Attrs):
+    """The store's root attributes, typed: what `prepare` writes and every later stage reads.
+
+    Format v1 repeats some values for readers without attnsim (k sits in `layout`, `settings`,
+    `config` and at the top level; tiers and windows_per_shard likewise): they are kept as written,
+    checked equal on reading, and read through one place here (`meta.k`, `meta.layout.tiers`).
+    """
+
+    format_version: int
+    layout: Layout
+    windows_per_shard: int
+    n_units: int
+    prepared: bool
+    settings: dict  # STORE_SETTINGS -> value
+    model: ModelMeta
+    tokenizer: TokenizerMeta
+    windows: WindowsMeta
+    similarity_kind: str
+    k: int
+    tiers: list[str]
+    mass_categories: list[str]
+    corpus: CorpusMeta
+    code_version: str
+    config: dict  # the resolved RunConfig of the run that prepared the store
+    extracted: bool = False  # every unit has its marker (set by the driver after extraction)
+    dataset_card: str | None = None  # README.md's text (set with `extracted`)
+
+    @model_validator(mode="after")
+    def _one_value_each(self) -> "StoreMeta":
+        for name, values in {
+            "k": {self.k, self.layout.k, self.settings.get("k", self.k)},
+            "tiers": {tuple(self.tiers), self.layout.tiers, tuple(self.settings.get("tiers", self.tiers))},
+            "windows_per_shard": {self.windows_per_shard, self.layout.windows_per_shard},
+        }.items():
+            if len(values) > 1:
+                raise ValueError(f"store attribute {name} has different values: {sorted(map(str, values))}")
+        return self
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "StoreMeta":
+        return cls.model_validate({**attrs, "layout": layout_from_attrs(attrs)})
+
+    def to_attrs(self) -> dict:
+        """The attributes as written: JSON types, declared order, unset optional keys left out."""
+        data = self.model_dump(mode="json", exclude_unset=True)
+        data["layout"] = {**self.layout.__dict__, "tiers": list(self.layout.tiers)}
+        return data
+
+    @property
+    def token_classes(self) -> dict:
+        return self.tokenizer.token_classes.model_dump()
+
+    @property
+    def tier_arrays(self) -> list[str]:
+        """The arrays extraction writes for this store's tiers, in tier order."""
+        return [name for tier in self.layout.tiers for name in TIER_ARRAYS[tier]]

@@ -2,7 +2,7 @@
 
 Unit and marker writes are idempotent (whole shard objects, whole markers), so trying again is
 always safe. Only infrastructure errors are retried: a missing path, a denied permission or a
-Python error in our own code fails at once (DESIGN: data bugs are never retried).
+Python error in our own code fails at once (docs/design.md: data bugs are never retried).
 
 Example::
 
@@ -48,7 +48,7 @@ def is_transient(error: BaseException | None) -> bool:
     """True for errors worth trying again: I/O and network failures, an object store's 5xx.
 
     A missing path or a denied permission does not go away by waiting, and a Python error in our
-    own code is a bug: neither is retried (DESIGN: only infrastructure failures are retried).
+    own code is a bug: neither is retried (docs/design.md: only infrastructure failures are retried).
     """
     for _ in range(5):  # follow the cause chain a little: clients wrap each other's errors
         if error is None or isinstance(error, _NOT_TRANSIENT):

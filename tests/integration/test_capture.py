@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnsim.model.loading import ADAPTERS, LoadedModel, _get, head_taps
+from attnsim.model.loading import ADAPTERS, LoadedModel
+from attnsim.model.taps import get_module, head_taps
 
 
 def tiny(model_type: str):
@@ -20,7 +21,7 @@ def tiny(model_type: str):
     else:
         model = DistilBertModel(DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **common))
     model.eval()
-    n_layers = len(_get(model, ADAPTERS[model_type].layers))
+    n_layers = len(get_module(model, ADAPTERS[model_type].layers))
     return LoadedModel(model, None, ADAPTERS[model_type], model_type, "random", model_type, n_layers, 4, 8, 64, "")
 
 
@@ -48,9 +49,9 @@ def test_captured_vectors_match_independent_computation(model_type):
     mask[1, 8:] = 0  # padding in the batch
     mask[2, 5:] = 0
     captured = {}
-    with torch.inference_mode(), head_taps(loaded, lambda l, q, k, z: captured.__setitem__(l, (q, k, z))):
+    with torch.inference_mode(), head_taps(loaded, lambda taps: captured.__setitem__(taps.layer, (taps.q, taps.k, taps.z))):
         out = loaded.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    layers = _get(loaded.model, loaded.adapter.layers)
+    layers = get_module(loaded.model, loaded.adapter.layers)
     assert sorted(captured) == list(range(len(layers)))
     for l, layer in enumerate(layers):
         with torch.inference_mode():
@@ -71,3 +72,22 @@ def test_hooks_are_removed_even_on_error():
             loaded.model(input_ids=torch.randint(5, 99, (1, 4)))
     for module in loaded.model.modules():
         assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_taps_are_named_and_only_the_points_asked_for_are_hooked():
+    loaded = tiny("bert")
+    seen = []
+
+    def on_layer(taps):
+        seen.append((taps.name("z"), taps.q is None, taps.k is None, tuple(taps.z.shape)))
+        hooks = sum(len(m._forward_hooks) for m in loaded.model.modules())
+        assert hooks == 0, "no query/key hooks when only z is asked for"
+
+    ids = torch.randint(5, 99, (2, 6))
+    with torch.inference_mode(), head_taps(loaded, on_layer, points=("z",), layers={1}):
+        loaded.model(input_ids=ids)
+    hidden = loaded.model.config.hidden_size
+    assert seen == [("layers.1.attn.z", True, True, (2, 6, hidden))]
+    with pytest.raises(ValueError, match="unknown tap points"):
+        with head_taps(loaded, on_layer, points=("v",)):
+            pass

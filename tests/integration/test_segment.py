@@ -10,7 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from attnsim.cli import app
-from attnsim.model.loading import head_taps, load_model
+from attnsim.model.loading import load_model
+from attnsim.model.taps import head_taps
 from attnsim.segment.segmenter import SegmentConfig, Segmenter
 from attnsim.segment.evaluate import METHODS, SUBSETS, evaluate
 from attnsim.segment.features import plan_windows, sentence_vectors
@@ -41,7 +42,7 @@ def _reference(loaded, window: list[str], heads, kind: str) -> np.ndarray:
     ids = [tok(s, add_special_tokens=False)["input_ids"] for s in window]
     row = [tok.cls_token_id, *(i for sentence_ids in ids for i in sentence_ids), tok.sep_token_id]
     z = {}
-    with torch.inference_mode(), head_taps(loaded, lambda layer, q, k, zz: z.__setitem__(layer, zz)):
+    with torch.inference_mode(), head_taps(loaded, lambda taps: z.__setitem__(taps.layer, taps.z)):
         loaded.model(input_ids=torch.tensor([row]))
     out = np.zeros((len(window), len(heads), loaded.head_size))
     pos = 1
