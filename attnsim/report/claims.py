@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from attnsim.report.numbers import number
 from attnsim.config import LabelRule
 from attnsim.reduce.statistics import label_head
 
@@ -56,15 +57,7 @@ class Claim:
     chance: str = ""  # where the intervals lie against 1 (chance), e.g. "final layer at chance"
 
     def value_text(self, digits: int = 3) -> str:
-        return f"{_fmt(self.value, digits)} [{_fmt(self.low, digits)}, {_fmt(self.high, digits)}]"
-
-
-def _fmt(x: float, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if float(x).is_integer() and abs(x) < 1e6:
-        return str(int(x))
-    return f"{x:.{digits}g}"
+        return f"{number(self.value, digits)} [{number(self.low, digits)}, {number(self.high, digits)}]"
 
 
 def _finite(*xs) -> bool:
@@ -125,7 +118,7 @@ def final_layer_above_earlier(finding, statistic, layers, values, intervals, int
         verdict = UNSURE
     top = max(range(last), key=lambda l: values[l] if _finite(values[l]) else -math.inf) if last else None
     compared = "no earlier layer" if top is None else (
-        f"highest earlier layer {layers[top]}: {_fmt(values[top])} [{_fmt(intervals[top][0])}, {_fmt(intervals[top][1])}]"
+        f"highest earlier layer {layers[top]}: {number(values[top])} [{number(intervals[top][0])}, {number(intervals[top][1])}]"
     )
     at = [f"layer {layers[l]}" for l in range(len(layers)) if against_chance(*intervals[l]) == "at chance"]
     return Claim(
@@ -240,7 +233,7 @@ def _first_vs_last(rows: list[dict], name: str, rises: bool) -> Claim:
     other = "below" if rises else "above"
     return Claim(
         finding, f"{statistic}, final layer {last['layer']}", last[name], *l_ci, "95% bootstrap CI over windows",
-        f"first layer {first['layer']}: {_fmt(first[name])} [{_fmt(f_ci[0])}, {_fmt(f_ci[1])}]",
+        f"first layer {first['layer']}: {number(first[name])} [{number(f_ci[0])}, {number(f_ci[1])}]",
         above(l_ci, f_ci) if rises else above(f_ci, l_ci),
         f"holds if the final layer's interval is {side} the first layer's; does not hold if it is {other}", "",
         f"first layer {against_chance(*f_ci)}, final layer {against_chance(*l_ci)}",
@@ -260,7 +253,7 @@ def _best_repetition(rows, rule) -> str:
     best = max(rows, key=lambda x: x["repetition_share_ratio"] if _finite(x["repetition_share_ratio"]) else -1)
     return (
         f"thresholds: share >= {rule.repetition_share:g} and >= {rule.repetition_ratio:g}x a random head's; strongest head "
-        f"L{best['layer']} H{best['head']}: share {_fmt(best['repetition_share'])}, {_fmt(best['repetition_share_ratio'])}x chance"
+        f"L{best['layer']} H{best['head']}: share {number(best['repetition_share'])}, {number(best['repetition_share_ratio'])}x chance"
     )
 
 

@@ -19,6 +19,7 @@ import logging
 import fsspec
 import polars as pl
 
+from attnsim.report.numbers import number, with_interval
 from attnsim.report.claims import RULE, evaluate
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
@@ -47,18 +48,6 @@ def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
-
-
-def _f(x, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and x != x):
-        return "n/a"
-    return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
-
-
-def _ci(row: dict, name: str, digits: int = 3) -> str:
-    if f"{name}_ci_low" not in row:
-        return _f(row[name], digits)
-    return f"{_f(row[name], digits)} [{_f(row[f'{name}_ci_low'], digits)}, {_f(row[f'{name}_ci_high'], digits)}]"
 
 
 def _settings(cfg: RunConfig, summary: dict, store) -> list[list[str]]:
@@ -193,10 +182,10 @@ def _per_layer_section(doc: Doc, layers: pl.DataFrame) -> None:
     rows = []
     for r in layers.sort("layer").iter_rows(named=True):
         labels = ", ".join(f"{col[6:]} {r[col]}" for col in label_cols if r[col])
-        rows.append([r["layer"], _f(r["mean_distance"]), _ci(r, "mean_distance_ratio"), _f(r["decay_length"]),
-                     _f(r["same_sentence_enrichment"]), _ci(r, "same_sentence_ratio_matched"), _ci(r, "repetition_share_ratio"),
-                     f"{_f(r['separator_share'])} ({_f(r['separator_share_ratio'])}x)", _f(r["mass_cls_ratio"]),
-                     _f(r["mass_sep_ratio"]), _f(r["mass_punct_ratio"]), labels, r["distinct_top_anchors"]])
+        rows.append([r["layer"], number(r["mean_distance"]), with_interval(r, "mean_distance_ratio"), number(r["decay_length"]),
+                     number(r["same_sentence_enrichment"]), with_interval(r, "same_sentence_ratio_matched"), with_interval(r, "repetition_share_ratio"),
+                     f"{number(r['separator_share'])} ({number(r['separator_share_ratio'])}x)", number(r["mass_cls_ratio"]),
+                     number(r["mass_sep_ratio"]), number(r["mass_punct_ratio"]), labels, r["distinct_top_anchors"]])
     doc.table(["layer", "mean distance", "its ratio", "decay length (ratio fit)", "same-sent. enr. (raw)", "same-sent. matched",
                "repetition ratio", "separator share (ratio)", "mass [CLS] ratio", "mass [SEP] ratio", "mass punct. ratio",
                "head labels", "distinct top anchors"], rows)

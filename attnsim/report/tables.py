@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import math
 
 from rich.console import Console
 from rich.table import Table
 
+from attnsim.report.numbers import number, with_interval
 from attnsim.config import RunConfig
 from attnsim.reduce.stage import stats_paths
 from attnsim.store.io import completed_units, open_store, read_meta, unit_environments
 
 
-def _f(x, digits=2) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+def _f(x, digits: int = 2) -> str:
+    """A terminal table's cell: fixed decimals, "-" for a missing number."""
+    return number(x, digits, fixed=True, missing="-")
 
 
-def _ci(row: dict, name: str, digits=2) -> str:
-    lo, hi = row.get(f"{name}_ci_low"), row.get(f"{name}_ci_high")
-    if lo is None or hi is None:
-        return _f(row[name], digits)
-    return f"{_f(row[name], digits)} [{_f(lo, digits)}, {_f(hi, digits)}]"
+def _ci(row: dict, name: str, digits: int = 2) -> str:
+    return with_interval(row, name, digits, fixed=True, missing="-")
 
 
 def print_layer_table(console: Console, summary: dict, anchors_by_layer: dict | None = None) -> None:
