@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 log = logging.getLogger("attnsim")
@@ -203,8 +202,3 @@ def reap_previous_run(owner: str) -> int:
         log.warning("stopped %d Ray processes left by a killed run on this store (driver pid %s)",
                     len(procs), (record.get("driver") or {}).get("pid"))
     return len(procs)
-
-
-def wait_s(deadline: float) -> float:
-    """Seconds left until a time.monotonic() deadline, never negative."""
-    return max(0.0, deadline - time.monotonic())
