@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -150,6 +151,7 @@ def record_local_cluster(owner: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     _record_path[:] = [path]
+    atexit.register(forget_local_cluster)  # a driver that exits at all has its cluster stopped by Ray's own atexit
 
 
 def forget_local_cluster() -> None:
