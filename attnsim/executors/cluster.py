@@ -101,6 +101,16 @@ def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+def reachable(address: str, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to HOST:PORT opens within `timeout` (a liveness check that never hangs)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def ray_map(fn: Callable, items: list):
     """Map fn over items with one Ray task each, yielding results in order (prepare's fan-out)."""
     remote = ray.remote(num_cpus=1, max_retries=3)(fn)
