@@ -245,3 +245,20 @@ def test_verify_checks_token_arrays_and_repair_says_to_rerun_prepare(reference, 
     errors = [line for line in repair.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "000005, 000007" in errors[0] and "rerun prepare" in errors[0], repair.stderr
     assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == before  # nothing recomputed
+
+
+def test_extract_local_never_imports_ray(reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference.out, out)
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace(reference.out, str(out)))
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from attnsim.cli import app\n"
+        f"r = CliRunner().invoke(app, ['extract', '--out', {str(out)!r}, '--local'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(r.stdout.strip(), '| ray imported:', 'ray' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "extracted 0 units (0 retried); 0 remaining | ray imported: False" in r.stdout, r.stdout
