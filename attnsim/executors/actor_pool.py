@@ -29,7 +29,7 @@ import ray
 from attnsim.config import RunConfig
 from attnsim.executors import cluster
 from attnsim.executors.extract_actor import INFRA_ERRORS, ExtractActor, pool_plan
-from attnsim.executors.lifecycle import RESUME_HINT, ClusterLost, PoolStarved
+from attnsim.executors.lifecycle import RESUME_HINT, ActorsFailed, ClusterLost, PoolStarved
 from attnsim.extract.stage import units_in_flight
 
 log = logging.getLogger("attnsim")
@@ -81,7 +81,8 @@ class ActorPool:
             while self.in_flight or (self.queue and self.starting) or self.held:
                 self._step()
             if self.queue:
-                raise RuntimeError(f"no extraction actor could be started; {len(self.queue)} units were not extracted; last error: {self.start_error}")
+                why = first_error_line(self.start_error)
+                raise ActorsFailed(f"no extraction actor could be started ({len(self.queue)} units not extracted; last error: {why}); {RESUME_HINT}")
             if self.starting:
                 log.warning("extract: %d of %d actors never started (the cluster could not place them: %s each)", len(self.starting), self.n, self.options)
             pool = _pool_info([self.actors[slot] for slot in sorted(set(self.idle))])
@@ -145,7 +146,10 @@ class ActorPool:
         except INFRA_ERRORS as e:
             self.attempts[unit] += 1
             if self.attempts[unit] > self.cfg.max_unit_retries:
-                raise RuntimeError(f"unit {unit:06d} failed {self.attempts[unit]} times; last error: {e}") from e
+                raise ActorsFailed(
+                    f"the actor of unit {unit:06d} died {self.attempts[unit]} times "
+                    f"(max_unit_retries={self.cfg.max_unit_retries}; last error: {first_error_line(e)}); {RESUME_HINT}"
+                ) from e
             log.warning("actor for unit %06d died (%s); retrying it on another actor", unit, type(e).__name__)
             self.retried += 1
             self.queue.appendleft(unit)
@@ -244,6 +248,10 @@ def driver_node_dead() -> str | None:
     if not any(n["Alive"] for n in nodes):
         return "every node of the Ray cluster died"
     return None
+
+
+def first_error_line(e: BaseException | None) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:160] if e is not None else "none"
 
 
 def run_extract(

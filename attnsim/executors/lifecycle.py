@@ -47,6 +47,10 @@ class PoolStarved(RunStopped):
     """No extraction actor could be placed for `actor_wait_timeout_s`."""
 
 
+class ActorsFailed(RunStopped):
+    """Actors kept dying: a unit failed `max_unit_retries` + 1 times, or no actor ever started."""
+
+
 # ---------------------------------------------------------------------------------------- signals
 _last_signal: list[int] = []  # the signal that interrupted this process, if any
 

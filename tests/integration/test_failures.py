@@ -132,3 +132,18 @@ def test_actor_wait_timeout_0_waits_for_room(tiny_bert, corpus_dir, tmp_path, al
         freed.cancel()
     assert time.monotonic() - start >= 12 and result["remaining"] == 0
     assert array_digest(cfg.store_url) == undisturbed
+
+
+@pytest.mark.timeout(240)
+def test_a_unit_whose_actor_keeps_dying_stops_the_job_with_one_line(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
+    from attnsim.executors.lifecycle import ActorsFailed
+
+    cfg = config(tiny_bert, corpus_dir, tmp_path, max_unit_retries=0)  # no retry: the first death is the last
+    stage_prepare(cfg, use_ray=False)
+    with pytest.raises(ActorsFailed) as err:
+        stage_extract(cfg, use_ray=True, fail_on_unit={0: 0})  # slot 0's actor exits as its first unit starts
+    message = str(err.value)
+    assert "died 1 times (max_unit_retries=0" in message and "run the same command again" in message and "\n" not in message, message
+    assert err.value.exit_code == 3
+    assert stage_extract(cfg, use_ray=True)["remaining"] == 0  # the same call again resumes
+    assert array_digest(cfg.store_url) == undisturbed
