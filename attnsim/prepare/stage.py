@@ -197,21 +197,26 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         config=cfg.model_dump(mode="json"),
     )
     root = create_store(url, layout, meta.to_attrs())
+    # What `attnsim verify` checks the token arrays against: one checksum per unit, as stored.
+    root.attrs["token_checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "units": write_token_units(root, layout, rows, cfg.max_tokens)}
+    root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
+    consolidate(url)
+    return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
+
+
+def write_token_units(root, layout: Layout, rows: WindowRows, max_tokens: int) -> list[str]:
+    """Write every unit's token arrays; returns each unit's checksum of them (as stored: store dtypes)."""
     checksums = []
     for unit in range(layout.n_units):
         # Padded per unit, not for the whole corpus at once: millions of short documents make
         # millions of windows, and (windows x max_tokens) padded arrays would not fit in memory.
         start, stop = layout.unit_windows(unit)
         part = WindowRows(rows.input_ids[start:stop], rows.sentence_id[start:stop], rows.char_span[start:stop], rows.doc_id[start:stop])
-        arrays = part.to_arrays(cfg.max_tokens)
+        arrays = part.to_arrays(max_tokens)
         tokens = {name: np.asarray(arrays[name], dtype=root[name].dtype) for name in TOKEN_ARRAYS}
         write_unit(root, layout, unit, tokens, replace=False)
         checksums.append(unit_checksum(tokens))
-    # What `attnsim verify` checks the token arrays against: one checksum per unit, as stored.
-    root.attrs["token_checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "units": checksums}
-    root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
-    consolidate(url)
-    return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
+    return checksums
 
 
 def corpus_fingerprint(docs: Iterable[tuple[int, str]]) -> str:
