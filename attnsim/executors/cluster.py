@@ -58,8 +58,15 @@ def ensure_ray(address: str | None = None, owner: str | None = None) -> None:
             # Workers import attnsim from the same environment as the driver.
             runtime_env=None,
         )
-    except ConnectionError as e:  # "auto" and no cluster recorded on this machine
-        raise UserError(f"no Ray cluster to join at address {address!r} ({first_line(e)}); {HOW_TO_JOIN}") from None
+    except ConnectionError as e:
+        if address in ("auto", "local"):  # no cluster recorded on this machine
+            raise UserError(f"no Ray cluster to join at address {address!r} ({first_line(e)}); {HOW_TO_JOIN}") from None
+        # The TCP probe got through, so something listens: measured with a wrong RAY_AUTH_TOKEN,
+        # ray.init gives up after ~20 s with this error (its log says InvalidAuthToken).
+        raise UserError(
+            f"the Ray cluster at {address!r} answers but did not let this driver join ({first_line(e)}); "
+            f"a missing or wrong token is the usual cause: {HOW_TO_JOIN}"
+        ) from None
     if ours:  # ray.init replaced SIGTERM's handler with sys.exit: stop through the pool's cleanup instead
         lifecycle.install_signal_handlers()
     if address == "local":
