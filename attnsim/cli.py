@@ -39,9 +39,9 @@ class Kind(str, Enum):
     cosine = "cosine"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def _quiet() -> None:
@@ -49,11 +49,21 @@ def _quiet() -> None:
 
 
 def _guard(fn):
-    """Run fn, turning a UserError into one line and exit code 2."""
+    """Run fn, turning a UserError into one line and exit code 2; a run stopped by a signal or a
+    failed cluster into one line with the resume hint and its own code (attnsim.executors.lifecycle)."""
+    from attnsim.executors import lifecycle
+
     try:
-        return fn()
+        with lifecycle.stop_on_signals():
+            return fn()
     except UserError as e:
         _fail(str(e))
+    except lifecycle.RunStopped as e:
+        lifecycle.stop_local_ray()
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        code, line = lifecycle.interrupt_exit()
+        _fail(line, code)
 
 
 # Options that are not config fields. None means "not given": keep the config's value.
@@ -66,7 +76,8 @@ LocalOpt = typer.Option(False, "--local", help="Run in this process without Ray 
 # (STORE_SETTINGS: a store refuses a run whose settings differ), `run` those and the rest.
 PREPARE_FIELDS = ("model", "corpus", "text_column", "one_per_line", "hf_split", "trust_remote_code", "allow_pickle_weights",
                   "store", "max_tokens", "sentence_separator", "similarity_kind", "k", "tiers", "windows_per_shard", "docs_per_partition")
-EXTRACT_FIELDS = ("workers", "batch_size", "device", "dtype", "actors_per_gpu", "cpus_per_worker", "unit_writers", "max_unit_retries")
+EXTRACT_FIELDS = ("workers", "batch_size", "device", "dtype", "actors_per_gpu", "cpus_per_worker", "unit_writers", "max_unit_retries",
+                  "actor_wait_timeout_s")
 REDUCE_FIELDS = ("high_mode", "quantile", "bootstrap", "seed", "top_anchors", "dask_scheduler")
 
 
@@ -130,22 +141,14 @@ def extract(
         from attnsim.pipeline import stage_extract
 
         cfg = _stage_config(config, out, overrides)
-        units = None
         if repair:
-            from attnsim.store.verify import verify_store
+            from attnsim.pipeline import repair_extract
 
-            report = verify_store(cfg.store_url)
-            units = report.bad_units
-            for line in report.lines():
-                console.print(line)
-            if not units:
-                console.print("nothing to repair")
+            r = repair_extract(cfg, use_ray=not local, say=console.print)
+            if r is None:
                 return
-            from attnsim.store.io import remove_marker
-
-            for unit in units:
-                remove_marker(cfg.store_url, unit)
-        r = stage_extract(cfg, use_ray=not local, units=units)
+        else:
+            r = stage_extract(cfg, use_ray=not local)
         console.print(f"extracted {r['done']} units ({r['retried']} retried); {r['remaining']} remaining")
 
     _guard(go)

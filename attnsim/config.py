@@ -136,6 +136,9 @@ class RunConfig(BaseModel):
     """CPU actors: cores each (torch threads); default all/workers"""
     max_unit_retries: int = Field(3, ge=0)
     """a unit whose actor died is retried this many times"""
+    actor_wait_timeout_s: float = Field(600.0, ge=0)
+    """Seconds the extraction pool waits with no actor able to start (none placeable, or the
+    cluster shrank) before the job fails naming what an actor asks for; 0 waits for an autoscaler."""
     unit_writers: int | None = Field(None, ge=0)
     """Units compressed and written beside the compute, per worker; default 0 on a CPU (a writer
     thread only takes cores from torch), 4 on a GPU (the host's compression is the bottleneck there)."""

@@ -63,10 +63,10 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
     info = model_info(cfg)
     mapper = local_map
     if use_ray:
-        from attnsim.executors.ray_actors import ensure_ray, ray_map
+        from attnsim.executors.cluster import ensure_ray, ray_map
 
         def mapper(fn, items):  # Ray starts only once the inputs have been checked
-            ensure_ray()
+            ensure_ray(owner=cfg.store_url)
             return ray_map(fn, items)
 
     result = prepare(cfg, info, map_partitions=mapper)
@@ -96,12 +96,13 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
     progress_url = join_url(cfg.out, "progress.json")
     with ExtractProgress(layout.n_units, layout.n_windows, tokens, progress_url, done_units=layout.n_units - len(todo)) as progress:
         if use_ray:
-            from attnsim.executors.ray_actors import ensure_ray, run_extract
+            from attnsim.executors.actor_pool import run_extract
+            from attnsim.executors.cluster import ensure_ray
 
-            ensure_ray()
+            ensure_ray(owner=url)
             result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
         else:
-            from attnsim.executors.ray_actors import run_extract_local
+            from attnsim.executors.local import run_extract_local
 
             result = run_extract_local(cfg, todo, on_unit=progress.advance)
     remaining, _ = pending_units(url)
@@ -112,6 +113,31 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
         write_card(url)  # README.md + attrs["dataset_card"]: the driver writes metadata, never an actor
     result["remaining"] = len(remaining)
     return result
+
+
+def repair_extract(cfg: RunConfig, use_ray: bool = True, say=print) -> dict | None:
+    """Redo exactly the units `verify` finds missing or corrupt; None when there is nothing to redo.
+
+    Units over damaged token arrays are refused: their tokens come from prepare, and recomputing
+    similarities over bad tokens would only hide the damage."""
+    from attnsim.store.io import remove_marker
+    from attnsim.store.verify import verify_store
+
+    report = verify_store(cfg.store_url)
+    for line in report.lines():
+        say(line)
+    if report.bad_tokens:
+        units = ", ".join(f"{u:06d}" for u in sorted(report.bad_tokens)[:10])
+        raise UserError(
+            f"the token arrays of units {units} differ from prepare's checksum, and extraction cannot repair "
+            f"them; rerun prepare: delete {cfg.store_url} (or use a new --out) and run `attnsim run` with the same settings"
+        )
+    if not report.bad_units:
+        say("nothing to repair")
+        return None
+    for unit in report.bad_units:
+        remove_marker(cfg.store_url, unit)
+    return stage_extract(cfg, use_ray=use_ray, units=report.bad_units)
 
 
 def stage_reduce(cfg: RunConfig) -> dict:

@@ -97,10 +97,10 @@ def probe_scheduler(spec: str, timeout: float = 10.0) -> None:
 
 def connect(address: str) -> None:
     """Join the running Ray cluster (token authentication stays on: RAY_AUTH_TOKEN or ~/.ray/auth_token)."""
-    from attnsim.executors.ray_actors import ensure_ray
+    from attnsim.executors.cluster import ensure_ray
 
     try:
-        ensure_ray(address)
+        ensure_ray(address)  # an address nothing answers at is a UserError within seconds
     except ConnectionError as e:
         raise UserError(
             f"no Ray cluster to join at address {address!r} ({str(e).splitlines()[0][:120]}); "
@@ -122,17 +122,27 @@ def main(stage: str, work: Callable[[RunConfig], None], argv: list[str] | None =
         return 0
     setup_logging()
     log = logging.getLogger("attnsim")
+    from attnsim.executors import lifecycle
+
     try:
-        config, address, overrides = parse_args(argv)
-        cfg = load_config(config, overrides)
-        log.info("job %s: config %s, overrides %s, run folder %s, store %s", stage, config, overrides or "none", cfg.out, cfg.store_url)
-        if stage in ("run", "reduce"):
-            probe_scheduler(cfg.dask_scheduler)
-        connect(address)
-        work(cfg)
+        with lifecycle.stop_on_signals():  # SLURM's TERM and a KubeRay stop end the pool cleanly, exit 143
+            config, address, overrides = parse_args(argv)
+            cfg = load_config(config, overrides)
+            log.info("job %s: config %s, overrides %s, run folder %s, store %s", stage, config, overrides or "none", cfg.out, cfg.store_url)
+            if stage in ("run", "reduce"):
+                probe_scheduler(cfg.dask_scheduler)
+            connect(address)
+            work(cfg)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except lifecycle.RunStopped as e:  # non-zero, not 2: a KubeRay retry or SLURM requeue resumes it
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        code, line = lifecycle.interrupt_exit()
+        print(f"error: {line}", file=sys.stderr)
+        return code
     return 0
 
 

@@ -18,13 +18,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+import numpy as np
+
 from attnsim import FORMAT_VERSION, __version__
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
 from attnsim.prepare.windows import WindowPacker, WindowRows
-from attnsim.store.io import consolidate, create_store, open_store, store_exists, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, consolidate, create_store, open_store, store_exists, unit_checksum, write_unit
 from attnsim.store.meta import MASS_CATEGORIES, STORE_SETTINGS, TOKEN_ARRAYS, Layout, StoreMeta
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
@@ -195,16 +197,26 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         config=cfg.model_dump(mode="json"),
     )
     root = create_store(url, layout, meta.to_attrs())
+    # What `attnsim verify` checks the token arrays against: one checksum per unit, as stored.
+    root.attrs["token_checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "units": write_token_units(root, layout, rows, cfg.max_tokens)}
+    root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
+    consolidate(url)
+    return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
+
+
+def write_token_units(root, layout: Layout, rows: WindowRows, max_tokens: int) -> list[str]:
+    """Write every unit's token arrays; returns each unit's checksum of them (as stored: store dtypes)."""
+    checksums = []
     for unit in range(layout.n_units):
         # Padded per unit, not for the whole corpus at once: millions of short documents make
         # millions of windows, and (windows x max_tokens) padded arrays would not fit in memory.
         start, stop = layout.unit_windows(unit)
         part = WindowRows(rows.input_ids[start:stop], rows.sentence_id[start:stop], rows.char_span[start:stop], rows.doc_id[start:stop])
-        arrays = part.to_arrays(cfg.max_tokens)
-        write_unit(root, layout, unit, {name: arrays[name] for name in TOKEN_ARRAYS}, replace=False)
-    root.attrs["prepared"] = True  # last: a store without it is prepared again from scratch
-    consolidate(url)
-    return PrepareResult(url, len(rows), n_tokens, len(docs), problems.to_dict(), reused=False)
+        arrays = part.to_arrays(max_tokens)
+        tokens = {name: np.asarray(arrays[name], dtype=root[name].dtype) for name in TOKEN_ARRAYS}
+        write_unit(root, layout, unit, tokens, replace=False)
+        checksums.append(unit_checksum(tokens))
+    return checksums
 
 
 def corpus_fingerprint(docs: Iterable[tuple[int, str]]) -> str:

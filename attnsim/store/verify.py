@@ -2,7 +2,10 @@
 
 A unit is *missing* when it has no marker, and *corrupt* when its shards cannot be decoded or their
 checksum differs from the marker's (flipped bytes, a half-written shard under an old marker).
-`attnsim extract --repair` redoes exactly the units reported here.
+`attnsim extract --repair` redoes exactly the units reported here. Prepare's token arrays (input
+ids, sentence ids, lengths, spans, document ids) are checked against the per-unit checksums that
+prepare wrote (`token_checksums`); a unit with bad tokens is reported apart, as only prepare can
+rewrite it.
 
 Example::
 
@@ -16,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, describe_environment, completed_units, open_store, read_marker, read_unit, unit_checksum
-from attnsim.store.meta import TIER_ARRAYS, layout_from_attrs
+from attnsim.store.meta import TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
 
 
 @dataclass
@@ -28,10 +31,12 @@ class VerifyReport:
     corrupt: dict[int, str] = field(default_factory=dict)
     # how the verified units were computed (a marker's `environment`, described) -> unit count
     environments: Counter = field(default_factory=Counter)
+    bad_tokens: dict[int, str] = field(default_factory=dict)  # unit -> why its token arrays fail the check
+    tokens_checked: bool = True  # False: the store has no token checksums (prepared by an older attnsim)
 
     @property
     def bad_units(self) -> list[int]:
-        return sorted(set(self.missing) | set(self.corrupt))
+        return sorted(set(self.missing) | set(self.corrupt) | set(self.bad_tokens))
 
     def lines(self) -> list[str]:
         out = [f"{self.url}: {len(self.ok)} of {self.n_units} units verified"]
@@ -39,8 +44,14 @@ class VerifyReport:
             out.append(f"missing ({len(self.missing)}): " + ", ".join(f"{u:06d}" for u in self.missing))
         for unit, why in sorted(self.corrupt.items()):
             out.append(f"corrupt: unit {unit:06d}: {why}")
+        for unit, why in sorted(self.bad_tokens.items()):
+            out.append(f"bad tokens: unit {unit:06d}: {why}")
+        if not self.tokens_checked:
+            out.append("token arrays not verified: the store has no token checksums (prepared by an older attnsim)")
         out.extend(environment_lines(self.environments))
-        if self.bad_units:
+        if self.bad_tokens:
+            out.append("token arrays come from prepare: delete the store (or use a new --out) and run prepare again")
+        elif self.bad_units:
             out.append("repair with: attnsim extract --repair --out <run folder>")
         return out
 
@@ -62,7 +73,23 @@ def verify_store(url: str) -> VerifyReport:
         else:
             report.ok.append(unit)
             report.environments[describe_environment(marker.get("environment"))] += 1
+    _check_tokens(root, layout, attrs.get("token_checksums"), report)
     return report
+
+
+def _check_tokens(root, layout, expected: dict | None, report: VerifyReport) -> None:
+    """Every unit's token arrays against prepare's checksum of them."""
+    if not expected or len(expected.get("units", [])) != layout.n_units:
+        report.tokens_checked = False
+        return
+    for unit, want in enumerate(expected["units"]):
+        try:
+            got = unit_checksum(read_unit(root, layout, unit, TOKEN_ARRAYS), expected["algorithm"])
+        except Exception as e:  # noqa: BLE001 - any decode failure means a shard is damaged
+            report.bad_tokens[unit] = f"unreadable token shard ({type(e).__name__}: {str(e)[:80]})"
+            continue
+        if got != want:
+            report.bad_tokens[unit] = "token arrays differ from prepare's checksum"
 
 
 def environment_lines(environments: dict[str, int]) -> list[str]:

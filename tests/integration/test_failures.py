@@ -80,3 +80,70 @@ def test_worker_process_killed_by_pid_mid_unit(tiny_bert, corpus_dir, tmp_path, 
     assert result["remaining"] == 0
     assert array_digest(cfg.store_url) == undisturbed
     assert not list(Path(cfg.store_url).rglob("*.partial"))
+
+
+# ----------------------------------------------------------------------------- actors that cannot start
+@pytest.fixture
+def all_cpus_held(ray_session):
+    """An actor that holds both CPUs of the session: no extraction actor (2 cores each) can be placed."""
+    import ray
+
+    blocker = ray.remote(num_cpus=2)(type("Blocker", (), {"ping": lambda self: os.getpid()})).remote()
+    ray.get(blocker.ping.remote(), timeout=120)
+    yield blocker
+    ray.kill(blocker)
+
+
+@pytest.mark.timeout(180)
+def test_actor_wait_timeout_fails_with_what_an_actor_asks_for(tiny_bert, corpus_dir, tmp_path, all_cpus_held, undisturbed):
+    import ray
+
+    from attnsim.executors.lifecycle import PoolStarved
+
+    cfg = config(tiny_bert, corpus_dir, tmp_path, actor_wait_timeout_s=3)
+    stage_prepare(cfg, use_ray=False)
+    start = time.monotonic()
+    with pytest.raises(PoolStarved) as err:
+        stage_extract(cfg, use_ray=True)
+    took = time.monotonic() - start
+    message = str(err.value)
+    assert 3 <= took < 3 + 2 * 5.0 + 5, took  # the limit, plus at most two polls and the pool's start
+    assert "actor_wait_timeout_s=3" in message and "each asks for {'num_cpus': 2}" in message, message
+    assert "the cluster has {} free" in message or "'CPU': 0.0" in message, message
+    assert "run the same command again" in message and "\n" not in message
+    assert not completed_units(cfg.store_url)
+    ray.kill(all_cpus_held)  # the cluster has room again: the same call finishes the job
+    assert stage_extract(cfg, use_ray=True)["remaining"] == 0
+    assert array_digest(cfg.store_url) == undisturbed
+
+
+@pytest.mark.timeout(180)
+def test_actor_wait_timeout_0_waits_for_room(tiny_bert, corpus_dir, tmp_path, all_cpus_held, undisturbed):
+    import ray
+
+    cfg = config(tiny_bert, corpus_dir, tmp_path, actor_wait_timeout_s=0)  # as with an autoscaler
+    stage_prepare(cfg, use_ray=False)
+    freed = threading.Timer(12.0, ray.kill, args=(all_cpus_held,))  # "a node joins" after 12 s
+    freed.start()
+    try:
+        start = time.monotonic()
+        result = stage_extract(cfg, use_ray=True)
+    finally:
+        freed.cancel()
+    assert time.monotonic() - start >= 12 and result["remaining"] == 0
+    assert array_digest(cfg.store_url) == undisturbed
+
+
+@pytest.mark.timeout(240)
+def test_a_unit_whose_actor_keeps_dying_stops_the_job_with_one_line(tiny_bert, corpus_dir, tmp_path, ray_session, undisturbed):
+    from attnsim.executors.lifecycle import ActorsFailed
+
+    cfg = config(tiny_bert, corpus_dir, tmp_path, max_unit_retries=0)  # no retry: the first death is the last
+    stage_prepare(cfg, use_ray=False)
+    with pytest.raises(ActorsFailed) as err:
+        stage_extract(cfg, use_ray=True, fail_on_unit={0: 0})  # slot 0's actor exits as its first unit starts
+    message = str(err.value)
+    assert "died 1 times (max_unit_retries=0" in message and "run the same command again" in message and "\n" not in message, message
+    assert err.value.exit_code == 3
+    assert stage_extract(cfg, use_ray=True)["remaining"] == 0  # the same call again resumes
+    assert array_digest(cfg.store_url) == undisturbed

@@ -14,8 +14,10 @@ import torch
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.pipeline import pending_units, stage_prepare
-from attnsim.executors import ray_actors as runner
-from attnsim.executors.ray_actors import pool_plan, run_extract, run_extract_local
+from attnsim.executors import actor_pool as runner
+from attnsim.executors.actor_pool import run_extract
+from attnsim.executors.extract_actor import pool_plan
+from attnsim.executors.local import run_extract_local
 from attnsim.store.verify import verify_store
 from helpers import array_digest
 

@@ -30,7 +30,7 @@ def cluster():
     )
     from ray.cluster_utils import Cluster
 
-    from attnsim.executors.ray_actors import ensure_ray
+    from attnsim.executors.cluster import ensure_ray
 
     # Cluster() starts nodes the way `ray start` does, which (unlike ray.init) does not switch token
     # authentication on by itself: do what ray.init does for a new cluster, so it runs as in production.
@@ -68,7 +68,7 @@ def test_actor_with_a_logical_gpu_but_no_cuda_runs_on_the_cpu(cluster, tiny_bert
     import ray
     import torch
 
-    from attnsim.executors.ray_actors import ExtractActor
+    from attnsim.executors.extract_actor import ExtractActor
 
     assert not torch.cuda.is_available()
     cfg = config(tiny_bert, corpus_dir, tmp_path)
