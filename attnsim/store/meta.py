@@ -161,6 +161,7 @@ class StoreMeta(_Attrs):
     corpus: CorpusMeta
     code_version: str
     config: dict  # the resolved RunConfig of the run that prepared the store
+    token_checksums: dict | None = None  # {"algorithm", "units": one checksum of prepare's token arrays per unit}; verify checks them
     extracted: bool = False  # every unit has its marker (set by the driver after extraction)
     dataset_card: str | None = None  # README.md's text (set with `extracted`)
 
