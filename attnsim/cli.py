@@ -298,11 +298,12 @@ def segment(
     head_stats: Optional[str] = typer.Option(None, help="A run's stats/head_stats.parquet: the heads it labels --head-label vote."),
     head_label: str = typer.Option("sentence", help="Label of the heads taken from --head-stats."),
     similarity_kind: Kind = typer.Option(Kind.cosine, "--similarity", help="S = cosine (default) or dot product of head outputs."),
-    block: int = typer.Option(4, help="Sentences compared on each side of a gap."),
+    block: int = typer.Option(4, help="Sentences compared on each side of a gap (at least)."),
+    block_fraction: float = typer.Option(0.03, help="... or this fraction of the text's sentences, if more."),
     min_segment: int = typer.Option(2, help="Fewest sentences in a segment."),
     cutoff: str = typer.Option("depth", help="Boundary count rule: depth (valleys >= --threshold σ deep) or hearst (mean - σ/2 of the valley depths)."),
-    threshold: float = typer.Option(1.2, help="depth cutoff: valley depth in standard deviations of the text's cohesion curve."),
-    min_fraction: float = typer.Option(0.0, help="A segment also holds at least this fraction of the text's sentences."),
+    threshold: float = typer.Option(2.5, help="depth cutoff: valley depth in standard deviations of the text's cohesion curve."),
+    min_fraction: float = typer.Option(0.04, help="A segment also holds at least this fraction of the text's sentences."),
     window: int = typer.Option(0, help="0: each sentence is its own model window; N: overlapping N-token windows across the gaps."),
     evaluate: bool = typer.Option(False, "--eval", help="Pk / WindowDiff vs TextTiling and random on Choi-style sets or structured documents."),
     samples: int = typer.Option(100, help="--eval: samples per subset (3-5, 6-8, 9-11, 3-11 sentences per piece); structured: most documents."),
@@ -319,7 +320,8 @@ def segment(
         from attnsim.segment.devset import is_builtin
 
         cfg = make_config(layers=layers, heads=heads, head_stats=head_stats, head_label=head_label,
-                          similarity=similarity_kind.value, block=block, min_segment=min_segment, window=window,
+                          similarity=similarity_kind.value, block=block, block_fraction=block_fraction,
+                          min_segment=min_segment, window=window,
                           cutoff=cutoff, threshold=threshold, fraction=min_fraction)
         if evaluate and (segments_column or is_builtin(corpus or "")):
             structured_eval_command(console, corpus=corpus, model=model, cfg=cfg, n_samples=samples, seed=seed,

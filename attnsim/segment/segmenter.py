@@ -41,11 +41,12 @@ class SegmentConfig:
     layers: list[int] = field(default_factory=lambda: [-1])  # layers whose heads vote; -1 = the last
     heads: list[tuple[int, int]] | None = None  # explicit (layer, head) pairs; overrides `layers`
     similarity: str = "cosine"  # S = dot product of head outputs (the paper's) or cosine
-    block: int = 4  # sentences compared on each side of a gap
+    block: int = 4  # sentences compared on each side of a gap (at least)
+    block_fraction: float = 0.03  # ... or this fraction of the text's sentences, if more (long texts)
     min_segment: int = 2  # fewest sentences in a segment
     cutoff: str = "depth"  # "depth": valleys >= threshold σ deep; "hearst": >= mean - σ/2 of the valley depths
-    threshold: float = 1.2  # depth cutoff in standard deviations of the text's cohesion curve
-    fraction: float = 0.0  # a segment also holds at least this fraction of the text's sentences
+    threshold: float = 2.5  # depth cutoff in standard deviations of the text's cohesion curve
+    fraction: float = 0.04  # a segment also holds at least this fraction of the text's sentences
     window: int = 0  # 0: each sentence is its own model window; N: overlapping N-token windows
     max_tokens: int = 256  # longest sentence window; a longer sentence is encoded in pieces and pooled
     batch_tokens: int = 8192  # padded tokens per forward pass
@@ -55,8 +56,8 @@ class SegmentConfig:
             raise UserError(f"similarity {self.similarity!r} is not dot or cosine")
         if self.cutoff not in ("depth", "hearst"):
             raise UserError(f"cutoff {self.cutoff!r} is not depth or hearst")
-        if not 0 <= self.fraction < 0.5:
-            raise UserError(f"min fraction {self.fraction} must be in [0, 0.5)")
+        if not (0 <= self.fraction < 0.5 and 0 <= self.block_fraction < 0.5):
+            raise UserError(f"min fraction ({self.fraction}) and block fraction ({self.block_fraction}) must be in [0, 0.5)")
         if self.block < 1 or self.min_segment < 1:
             raise UserError(f"block ({self.block}) and min_segment ({self.min_segment}) must be at least 1")
         if self.window and self.window < 16:
@@ -153,7 +154,7 @@ def least_segment(n: int, min_segment: int, fraction: float) -> int:
 
 
 def choose_boundaries(scores: np.ndarray, n_segments: int | None = None, min_segment: int = 2, *,
-                      cutoff: str = "depth", threshold: float = 1.2, fraction: float = 0.0) -> list[int]:
+                      cutoff: str = "depth", threshold: float = 2.5, fraction: float = 0.0) -> list[int]:
     """Gaps where a segment ends: deep valleys of the cohesion curve (see the module docstring).
 
     cutoff "depth": valleys at least ``threshold`` standard deviations (of this curve) deep;
@@ -218,7 +219,7 @@ class Segmenter:
             self.loaded, texts, self.heads, kind=c.similarity, window=c.window,
             max_tokens=c.max_tokens, batch_tokens=c.batch_tokens, cache=cache,
         )
-        return [gap_scores(v, c.block) for v in vecs]
+        return [gap_scores(v, max(c.block, int(round(c.block_fraction * len(v))))) for v in vecs]
 
     def boundaries(self, texts: list[list[str]], n_segments: list[int] | None = None, cache: dict | None = None) -> list[list[int]]:
         """For each text given as sentences, the gaps g after which a segment ends."""
