@@ -155,7 +155,7 @@ def eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samp
         Path(json_path).write_text(json.dumps(payload, indent=2))
 
 
-def structured_eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samples: int, seed: int,
+def structured_eval_command(console, *, corpus: str | None, model: str, cfg: SegmentConfig, n_samples: int, seed: int,
                             json_path: str | None, segments_column: str | None) -> None:
     """Pk / WindowDiff on real structured documents (a built-in set or the user's), sections as truth."""
     import hashlib
@@ -170,6 +170,8 @@ def structured_eval_command(console, *, corpus: str, model: str, cfg: SegmentCon
 
     if n_samples < 1:
         raise UserError(f"--samples {n_samples} must be at least 1")
+    if not corpus:
+        raise UserError("--eval --segments-column needs --corpus: a .jsonl/.parquet file whose column lists each document's sections")
     started = time.time()
     docs = structured_documents(corpus) if is_builtin(corpus) else read_structured(corpus, segments_column or "sections")
     # A seeded sample of documents that does not depend on their order in the file.

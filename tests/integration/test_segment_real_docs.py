@@ -88,3 +88,5 @@ def test_structured_eval_on_a_user_corpus(tiny, tiny_bert, tmp_path):
     saved = json.loads((tmp_path / "t.json").read_text())
     assert len(saved["documents"]) == 4 and [row["method"] for row in saved["rows"]] == list(METHODS)
     assert saved["truth_boundaries"] == 2.5
+    r = CliRunner().invoke(app, ["segment", "--eval", "--segments-column", "parts", "--model", tiny_bert])
+    assert r.exit_code == 2 and "needs --corpus" in r.output
