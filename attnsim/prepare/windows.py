@@ -19,11 +19,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# pysbd's cost grows quickly with block length; paragraphs longer than this are cut at whitespace
-# before splitting (only ever in text that has no paragraph break for this many characters).
+# pysbd's cost grows quickly with block length; paragraphs longer than this are cut before
+# splitting, at the last sentence-like boundary (see _LIKELY_END) in their second half.
 MAX_SPLIT_BLOCK = 10_000
+# pysbd can run away on an unbalanced quote or apostrophe and return thousands of characters as one
+# "sentence"; a sentence longer than this is re-split at every sentence-like boundary inside it.
+MAX_SENTENCE_CHARS = 500
 _PARAGRAPH = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"[.!?;\u2026\u3002\uff01\uff1f]")
+# A likely sentence end: . ! ? or … (then closing quotes/brackets), whitespace, then an opening
+# quote/bracket or not, and a capital letter or digit; but not after a single letter ("J. Smith")
+# or a common abbreviation ("e.g. Foo", "Mr. Smith"), which `_likely_ends` checks.
+_LIKELY_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*(?=\s+[\"'\u201c\u2018(\[]*[A-Z0-9])")
+_WORD_BEFORE = re.compile(r"(\w+(?:\.\w+)*)$")
+_ABBREVIATIONS = {"mr", "ms", "mrs", "dr", "st", "vs", "etc", "e.g", "i.e", "no", "fig", "cf", "approx", "ca"}
 
 
 class SentenceSplitter:
@@ -48,15 +57,41 @@ class SentenceSplitter:
                     continue
                 found = block.find(piece, pos)
                 if found < 0:  # the splitter changed the text: keep the rest as one sentence
-                    out.append((start + pos, end))
+                    out += _resplit(text, start + pos, end)
                     break
-                out.append((start + found, start + found + len(piece)))
+                out += _resplit(text, start + found, start + found + len(piece))
                 pos = found + len(piece)
         return out
 
 
+def _likely_ends(text: str, start: int, end: int) -> list[int]:
+    """Offsets just after each sentence-like end inside text[start:end] (not at its very end)."""
+    out = []
+    for m in _LIKELY_END.finditer(text, start, end):
+        word = _WORD_BEFORE.search(text, max(start, m.start() - 12), m.start())
+        if m.end() < end and not (word and (len(word[1]) == 1 or word[1].lower() in _ABBREVIATIONS)):
+            out.append(m.end())
+    return out
+
+
+def _resplit(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """A span as one sentence, or, when longer than MAX_SENTENCE_CHARS, cut at its likely ends."""
+    if end - start <= MAX_SENTENCE_CHARS:
+        return [(start, end)]
+    out = []
+    for cut in _likely_ends(text, start, end):
+        out.append((start, cut))
+        start = cut + len(text[cut:end]) - len(text[cut:end].lstrip())  # the next sentence's first character
+    out.append((start, end))
+    return out
+
+
 def _blocks(text: str) -> list[tuple[int, int]]:
-    """Paragraphs of at most MAX_SPLIT_BLOCK characters, as (start, end) spans without whitespace ends."""
+    """Paragraphs of at most MAX_SPLIT_BLOCK characters, as (start, end) spans without whitespace ends.
+
+    A longer paragraph is cut after the last likely sentence end in its second half; only a stretch
+    of MAX_SPLIT_BLOCK // 2 characters with no such end (a list or code, not prose) is cut at a space.
+    """
     spans = []
     start = 0
     for m in _PARAGRAPH.finditer(text):
@@ -66,12 +101,13 @@ def _blocks(text: str) -> list[tuple[int, int]]:
     out = []
     for a, b in spans:
         while b - a > MAX_SPLIT_BLOCK:
-            cut = text.rfind(" ", a + MAX_SPLIT_BLOCK // 2, a + MAX_SPLIT_BLOCK)
+            ends = _likely_ends(text, a + MAX_SPLIT_BLOCK // 2, a + MAX_SPLIT_BLOCK)
+            cut = ends[-1] if ends else text.rfind(" ", a + MAX_SPLIT_BLOCK // 2, a + MAX_SPLIT_BLOCK)
             cut = cut if cut > a else a + MAX_SPLIT_BLOCK
             out.append((a, cut))
             a = cut
         out.append((a, b))
-    return [(a, b) for a, b in out if text[a:b].strip()]
+    return [(a + len(text[a:b]) - len(text[a:b].lstrip()), b) for a, b in out if text[a:b].strip()]
 
 
 @dataclass

@@ -5,6 +5,9 @@ Example::
     attnsim segment notes.txt                          # segments as text on stdout
     attnsim segment --corpus lee --jsonl segments.jsonl
     attnsim segment --eval --samples 100               # Pk / WindowDiff table on the `lee` corpus
+    attnsim segment --eval --corpus wiki:dev           # ... on real articles, sections as truth
+    attnsim segment --eval --corpus docs.jsonl --segments-column sections
+    attnsim segment --corpus docs.jsonl --segments-column n_sections --jsonl out.jsonl
 """
 
 from __future__ import annotations
@@ -48,8 +51,12 @@ def make_config(*, layers: str, heads: str | None, head_stats: str | None, head_
 
 
 def segment_command(console, *, source: str | None, corpus: str | None, model: str, jsonl: str | None,
-                    n_segments: int | None, cfg: SegmentConfig, text_column: str, one_per_line: bool) -> None:
-    """Segment one text (a file, or - for stdin) or every document of a corpus."""
+                    n_segments: int | None, cfg: SegmentConfig, text_column: str, one_per_line: bool,
+                    segments_column: str | None = None) -> None:
+    """Segment one text (a file, or - for stdin) or every document of a corpus.
+
+    ``segments_column``: each document of a .jsonl/.parquet corpus gives its own segment count there.
+    """
     from attnsim.model.loading import load_model
     from attnsim.prepare.sources import Document, Problems, read_documents, resolve_corpus
 
@@ -57,6 +64,8 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
         raise UserError("give one text file (or - for standard input) or --corpus, not both or neither; or --eval")
     if n_segments is not None and n_segments < 1:
         raise UserError(f"--segments {n_segments} must be at least 1")
+    if segments_column and (corpus is None or n_segments is not None):
+        raise UserError("--segments-column takes each count from a --corpus .jsonl/.parquet file; give --corpus and no --segments")
     if source is not None:
         if source == "-":
             docs = [Document(0, "<stdin>", sys.stdin.read())]
@@ -67,7 +76,14 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
             docs = [Document(0, str(path), path.read_text(encoding="utf-8", errors="replace"))]
         documents = iter(docs)
     problems = Problems()
-    if corpus is not None:
+    counts: dict[int, int] = {}  # doc_id -> segments wanted, from --segments-column
+    if corpus is not None and segments_column:
+        from attnsim.segment.corpus import read_counted
+
+        rows = read_counted(corpus, text_column, segments_column)
+        documents = iter([Document(i, name, text) for i, (name, text, _) in enumerate(rows)])
+        counts = {i: k for i, (_, _, k) in enumerate(rows)}
+    elif corpus is not None:
         resolve_corpus(corpus)  # a missing corpus fails here, before any output file is created
         documents = read_documents(corpus, text_column=text_column, one_per_line=one_per_line, problems=problems)
     segmenter = Segmenter(load_model(model), cfg)
@@ -77,17 +93,17 @@ def segment_command(console, *, source: str | None, corpus: str | None, model: s
         for doc in documents:
             batch.append(doc)
             if len(batch) == DOCS_PER_BATCH:
-                _emit(console, segmenter, batch, n_segments, out, jsonl == "-")
+                _emit(console, segmenter, batch, [counts.get(d.doc_id, n_segments) for d in batch], out, jsonl == "-")
                 batch = []
         if batch:
-            _emit(console, segmenter, batch, n_segments, out, jsonl == "-")
+            _emit(console, segmenter, batch, [counts.get(d.doc_id, n_segments) for d in batch], out, jsonl == "-")
     for kind, n in sorted(problems.counts.items()):
         print(f"skipped or repaired {n} documents: {kind} (e.g. {problems.examples[kind][0]})", file=sys.stderr)
     if jsonl and jsonl != "-":
         console.print(f"segments written to {jsonl}")
 
 
-def _emit(console, segmenter, docs, n_segments, out, quiet) -> None:
+def _emit(console, segmenter, docs, n_segments: list[int | None], out, quiet) -> None:
     for doc, pieces in zip(docs, segmenter.segment_texts([d.text for d in docs], n_segments)):
         for p in pieces:
             if out is not None:
@@ -136,4 +152,45 @@ def eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samp
     if json_path:
         payload = {"corpus": corpus, "model": model, "samples": n_samples, "seed": seed, "config": cfg.__dict__,
                    "heads": segmenter.heads, "rows": [r.__dict__ for r in rows]}
+        Path(json_path).write_text(json.dumps(payload, indent=2))
+
+
+def structured_eval_command(console, *, corpus: str | None, model: str, cfg: SegmentConfig, n_samples: int, seed: int,
+                            json_path: str | None, segments_column: str | None) -> None:
+    """Pk / WindowDiff on real structured documents (a built-in set or the user's), sections as truth."""
+    import hashlib
+
+    from rich.table import Table
+
+    from attnsim.model.loading import load_model
+    from attnsim.prepare.windows import SentenceSplitter
+    from attnsim.segment.corpus import read_structured
+    from attnsim.segment.devset import is_builtin, structured_documents
+    from attnsim.segment.structured import evaluate_structured, structured_samples
+
+    if n_samples < 1:
+        raise UserError(f"--samples {n_samples} must be at least 1")
+    if not corpus:
+        raise UserError("--eval --segments-column needs --corpus: a .jsonl/.parquet file whose column lists each document's sections")
+    started = time.time()
+    docs = structured_documents(corpus) if is_builtin(corpus) else read_structured(corpus, segments_column or "sections")
+    # A seeded sample of documents that does not depend on their order in the file.
+    docs = sorted(docs, key=lambda d: hashlib.sha1(f"{seed}:{d.name}".encode()).digest())
+    samples = structured_samples(docs, SentenceSplitter(), limit=n_samples)
+    segmenter = Segmenter(load_model(model), cfg)
+    rows = evaluate_structured(segmenter, samples, name=corpus, seed=seed)
+    truth = sum(len(s.boundaries) for s in samples) / len(samples)
+    n_sentences = sum(len(s.sentences) for s in samples)
+    table = Table(title=f"Pk / WindowDiff (lower is better) · {len(samples)} documents ({n_sentences} sentences) · {corpus} · seed {seed}")
+    for name in ("method", "Pk", "WindowDiff", "boundaries"):
+        table.add_column(name, justify="left" if name == "method" else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(r.method, f"{r.pk:.3f}", f"{r.windowdiff:.3f}", f"{r.boundaries:.1f}")
+    console.print(table)
+    console.print(f"boundaries: mean predicted per document (the truth has {truth:.1f}) · cutoff {cfg.cutoff} "
+                  f"{cfg.threshold} σ · min fraction {cfg.fraction} · {time.time() - started:.0f} s", highlight=False)
+    if json_path:
+        payload = {"corpus": corpus, "model": model, "documents": [s.name for s in samples], "seed": seed,
+                   "config": cfg.__dict__, "heads": segmenter.heads, "truth_boundaries": truth,
+                   "rows": [r.__dict__ for r in rows]}
         Path(json_path).write_text(json.dumps(payload, indent=2))

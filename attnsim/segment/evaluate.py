@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attnsim.errors import UserError
-from attnsim.segment.segmenter import choose_boundaries
 
 SUBSETS = {"3-5": (3, 5), "6-8": (6, 8), "9-11": (9, 11), "3-11": (3, 11)}  # Choi's four ranges
 
@@ -33,6 +32,7 @@ class Sample:
     sentences: list[str]
     boundaries: list[int]  # gap g: a true segment ends after sentence g
     documents: list[int] = field(default_factory=list)  # source document (index) of each segment
+    name: str = ""  # the source document of a structured sample
 
 
 def build_samples(
@@ -166,11 +166,10 @@ def evaluate(segmenter, documents: list[list[str]], *, n_samples: int = 100, see
         texts = [s.sentences for s in samples]
         truth_counts = [len(s.boundaries) + 1 for s in samples]
         curves = segmenter.scores(texts, cache)
-        least = segmenter.cfg.min_segment
         rng = np.random.default_rng([seed, index, 1])
         predicted = {
-            METHODS[0]: [choose_boundaries(c, None, least) for c in curves],
-            METHODS[1]: [choose_boundaries(c, k, least) for c, k in zip(curves, truth_counts)],
+            METHODS[0]: [segmenter.choose(c) for c in curves],
+            METHODS[1]: [segmenter.choose(c, k) for c, k in zip(curves, truth_counts)],
             METHODS[2]: [texttiling_boundaries(t, tiler) for t in texts],
             METHODS[3]: [random_boundaries(len(s.sentences), len(s.boundaries), rng) for s in samples],
         }

@@ -73,8 +73,9 @@ def sentence_vectors(
     """For each text (a list of sentences), a (sentence, head, dim) float32 array of summed u_i.
 
     ``heads`` are (layer, head) pairs. A sentence longer than ``max_tokens - 2`` tokens (or, with
-    ``window``, a quarter of a window) is represented by its first tokens. ``cache`` (sentence text ->
-    vectors) is used and filled in the default one-sentence-per-window mode.
+    ``window``, a quarter of a window) is cut into pieces of at most that many tokens; each piece is
+    encoded as if it were a sentence of its own and the pieces' sums are added, so every token
+    counts. ``cache`` (sentence text -> vectors) is used and filled in the default mode.
     """
     if kind not in ("dot", "cosine"):
         raise ValueError(f"unknown similarity kind {kind!r}")
@@ -82,33 +83,46 @@ def sentence_vectors(
     limit = min(window or max_tokens, loaded.max_tokens) - 2
     cap = max(1, limit // 4) if window else limit
     flat = sorted({s for sentences in texts for s in sentences})
-    ids = dict(zip(flat, _tokenize(tok, flat, cap)))
+    pieces = dict(zip(flat, (_pieces(x, cap) for x in _tokenize(tok, flat))))
     if not window:
         cache = {} if cache is None else cache
-        todo = [s for s in flat if s not in cache]
-        for s, v in zip(todo, _encode_all(loaded, [[ids[s]] for s in todo], heads, kind, batch_tokens)):
-            cache[s] = v[0]
+        todo = [(s, p) for s in flat if s not in cache for p in pieces[s]]  # (sentence, one piece of it)
+        pooled: dict[str, np.ndarray] = {}
+        for (s, _), v in zip(todo, _encode_all(loaded, [[p] for _, p in todo], heads, kind, batch_tokens)):
+            pooled[s] = pooled[s] + v[0] if s in pooled else v[0]
+        cache.update(pooled)
         return [np.stack([cache[s] for s in sentences]) if sentences else _empty(heads, loaded) for sentences in texts]
-    jobs = []  # (text, first sentence, end) of every window
-    for t, sentences in enumerate(texts):
-        jobs += [(t, a, b) for a, b in plan_windows([len(ids[s]) for s in sentences], limit)]
-    encoded = _encode_all(loaded, [[ids[s] for s in texts[t][a:b]] for t, a, b in jobs], heads, kind, batch_tokens)
-    out = [np.zeros((len(s), len(heads), loaded.head_size), np.float32) for s in texts]
-    best = [np.full(len(s), -1) for s in texts]  # context each sentence's kept vectors had
+    # Window mode: the pieces of all sentences of a text are the units packed into windows.
+    units = [[p for s in sentences for p in pieces[s]] for sentences in texts]
+    owner = [np.repeat(np.arange(len(sentences)), [len(pieces[s]) for s in sentences]) for sentences in texts]
+    jobs = []  # (text, first unit, end) of every window
+    for t, u in enumerate(units):
+        jobs += [(t, a, b) for a, b in plan_windows([len(x) for x in u], limit)]
+    encoded = _encode_all(loaded, [units[t][a:b] for t, a, b in jobs], heads, kind, batch_tokens)
+    kept = [np.zeros((len(u), len(heads), loaded.head_size), np.float32) for u in units]
+    best = [np.full(len(u), -1) for u in units]  # context each unit's kept vectors had
     for (t, a, b), vecs in zip(jobs, encoded):
-        lengths = np.asarray([len(ids[s]) for s in texts[t][a:b]])
+        lengths = np.asarray([len(x) for x in units[t][a:b]])
         before = np.cumsum(lengths) - lengths
         context = np.minimum(before, lengths.sum() - before - lengths)  # tokens on the shorter side
         for i in np.flatnonzero(context > best[t][a:b]):
-            out[t][a + i], best[t][a + i] = vecs[i], context[i]
+            kept[t][a + i], best[t][a + i] = vecs[i], context[i]
+    out = [np.zeros((len(s), len(heads), loaded.head_size), np.float32) for s in texts]
+    for t in range(len(texts)):
+        np.add.at(out[t], owner[t], kept[t])  # pool each sentence's pieces
     return out
 
 
-def _tokenize(tok, sentences: list[str], cap: int) -> list[np.ndarray]:
+def _tokenize(tok, sentences: list[str]) -> list[np.ndarray]:
     if not sentences:
         return []
     encoded = tok(sentences, add_special_tokens=False, verbose=False)["input_ids"]
-    return [np.asarray(x[:cap] or [tok.unk_token_id], np.int64) for x in encoded]  # empty -> one [UNK]
+    return [np.asarray(x or [tok.unk_token_id], np.int64) for x in encoded]  # empty -> one [UNK]
+
+
+def _pieces(ids: np.ndarray, cap: int) -> list[np.ndarray]:
+    """A sentence's token ids in consecutive pieces of at most ``cap`` tokens."""
+    return [ids[i : i + cap] for i in range(0, len(ids), cap)]
 
 
 def _empty(heads, loaded) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from attnsim.errors import UserError
-from attnsim.segment.segmenter import choose_boundaries, depth_scores, gap_cohesion, gap_scores
+from attnsim.segment.segmenter import choose_boundaries, depth_scores, gap_cohesion, gap_scores, least_segment
 from attnsim.segment.evaluate import (
     as_string,
     build_samples,
@@ -130,11 +130,32 @@ def test_depth_scores_by_hand():
 
 def test_boundaries_cutoff_and_given_count():
     s = np.array([1.0, 1.0, -2.0, 1.0, 1.0, 0.5, 1.0, 1.0])
-    # valley depths 6 (gap 2) and 1 (gap 5): cutoff = 3.5 - 2.5 / 2 = 2.25 keeps only gap 2
-    assert choose_boundaries(s) == [2]
+    # valley depths 6 (gap 2) and 1 (gap 5): Hearst's cutoff = 3.5 - 2.5 / 2 = 2.25 keeps only gap 2
+    assert choose_boundaries(s, cutoff="hearst") == [2]
     assert choose_boundaries(s, n_segments=3) == [2, 5]
     assert choose_boundaries(s, n_segments=1) == []
     assert choose_boundaries(np.zeros(6)) == []  # flat: no valley has depth
+
+
+def test_depth_cutoff_in_standard_deviations_of_the_curve():
+    s = np.array([1.0, 1.0, -2.0, 1.0, 1.0, 0.5, 1.0, 1.0])
+    # mean 4.5 / 8 = 0.5625; squared deviations 6 x 0.4375^2 + 2.5625^2 + 0.0625^2 = 7.71875;
+    # sigma = sqrt(7.71875 / 8) = 0.98226. Valley depths 6 and 1 (see above).
+    sigma = (7.71875 / 8) ** 0.5
+    assert choose_boundaries(s, threshold=1.0) == [2, 5]  # 1 >= 0.982
+    assert choose_boundaries(s, threshold=1.2) == [2]  # 1 < 1.179 <= 6
+    assert choose_boundaries(s, threshold=6 / sigma + 1e-6) == []
+    assert choose_boundaries(s, threshold=6 / sigma - 1e-6) == [2]
+
+
+def test_min_fraction_grows_the_least_segment_with_the_text():
+    assert [least_segment(n, 2, 0.05) for n in (10, 40, 200)] == [2, 2, 10]
+    s = np.array([1.0, 1.0, -2.0, 1.0, 1.0, 0.5, 1.0, 1.0])  # 9 sentences
+    # fraction 0.4: at least round(3.6) = 4 sentences; gap 2 leaves 3 before it, gap 5 leaves 3 after
+    # it, so the first gap that fits, in order (depth 0, then score 1, then position), is gap 3.
+    assert least_segment(9, 2, 0.4) == 4
+    assert choose_boundaries(s, 3, 2, fraction=0.4) == [3]
+    assert choose_boundaries(s, None, 2, threshold=0.5, fraction=0.4) == []  # both valleys too close to an edge
 
 
 def test_min_segment_keeps_boundaries_apart():

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnsim.model.loading import load_tokenizer
+from attnsim.prepare import windows
 from attnsim.prepare.windows import SentenceSplitter, WindowPacker
 from helpers import DOCS
 
@@ -111,3 +112,44 @@ def test_property_no_token_lost_or_duplicated(tokenizer, text, max_tokens, separ
     if rows.input_ids:
         positions = np.concatenate([s[:, 0][s[:, 0] >= 0] for s in rows.char_span])
         assert len(positions) == len(np.unique(positions)), "a token appears twice"
+
+
+def _sentences(n: int, offset: int = 0) -> list[str]:
+    """n distinct ordinary sentences (about 60 characters each), so every sentence end is known."""
+    towns = ["Ames", "Bath", "Cork", "Derby", "Ely", "Fife", "Galway"]
+    return [f"Sentence number {offset + i} talks about the weather in {towns[i % 7]}." for i in range(n)]
+
+
+def test_long_paragraph_is_never_cut_mid_sentence():
+    # 400 sentences joined by single spaces (about 24k characters, no paragraph break): the blocks
+    # handed to pysbd must start at sentence starts, so every expected sentence comes back whole.
+    sentences = _sentences(400)
+    text = " ".join(sentences)
+    assert len(text) > 2 * windows.MAX_SPLIT_BLOCK
+    spans = SentenceSplitter().spans(text)
+    assert [text[a:b] for a, b in spans] == sentences
+    for a, b in windows._blocks(text):
+        assert a == 0 or text[a - 2 : a] == ". ", f"block starts mid-sentence at {a}"
+        assert b - a <= windows.MAX_SPLIT_BLOCK
+
+
+def test_runaway_sentence_is_resplit_at_sentence_ends(monkeypatch):
+    # pysbd sometimes returns thousands of characters as one "sentence" after an unbalanced quote
+    # (seen on CPython's help topics); simulate that by a pysbd that never splits.
+    sentences = _sentences(30)
+    sentences[3] = 'He wrote "hello and never closed the quote.'
+    text = " ".join(sentences)
+    splitter = SentenceSplitter()
+    monkeypatch.setattr(splitter._segmenter, "segment", lambda block: [block])
+    spans = splitter.spans(text)
+    assert [text[a:b] for a, b in spans] == sentences
+    short = " ".join(sentences[:5])  # under MAX_SENTENCE_CHARS: kept as pysbd returned it
+    assert len(short) <= windows.MAX_SENTENCE_CHARS and splitter.spans(short) == [(0, len(short))]
+
+
+def test_resplit_keeps_abbreviations_and_initials():
+    text = ("x" * 480) + " see e.g. Foo and J. Smith, then the end. Next sentence starts here."
+    cuts = windows._likely_ends(text, 0, len(text))
+    assert [text[:c][-4:] for c in cuts] == ["end."]
+    short = "A short one. Another."
+    assert windows._resplit(short, 0, len(short)) == [(0, len(short))]  # under the limit: untouched
