@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from attnsim.cli import app
 from attnsim.model.kernels import split_heads
-from attnsim.model.loading import head_taps, load_model
+from attnsim.model.loading import load_model
+from attnsim.model.taps import head_taps
 from attnsim.segment.evaluate import METHODS
 from attnsim.segment.features import sentence_vectors
 from attnsim.segment.segmenter import SegmentConfig, Segmenter
@@ -28,7 +29,7 @@ def _piece_sums(loaded, ids: list[int], heads, kind: str) -> np.ndarray:
     """Sum of u_i over one window [CLS] ids [SEP], token by token (the slow way)."""
     tok = loaded.tokenizer
     z = {}
-    with torch.inference_mode(), head_taps(loaded, lambda layer, q, k, zz: z.__setitem__(layer, zz)):
+    with torch.inference_mode(), head_taps(loaded, lambda taps: z.__setitem__(taps.layer, taps.z)):
         loaded.model(input_ids=torch.tensor([[tok.cls_token_id, *ids, tok.sep_token_id]]))
     out = np.zeros((len(heads), loaded.head_size))
     for pos in range(1, len(ids) + 1):
