@@ -16,54 +16,17 @@ from enum import Enum
 from typing import Optional
 
 import typer
-from rich.console import Console
-
 from attnsim.cli_flags import config_flags, field_help
+from attnsim.cli_output import guard, quiet, console
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.logs import quiet_libraries
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Self-attention head output similarities over a corpus.")
-# Piped or logged output (ray job logs, CI) has no width: give tables room instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
-
-
-class Separator(str, Enum):
-    none = "none"
-    sep = "sep"
 
 
 class Kind(str, Enum):
     dot = "dot"
     cosine = "cosine"
-
-
-def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def _quiet() -> None:
-    quiet_libraries(fmt="%(asctime)s %(name)s %(message)s")
-
-
-def _guard(fn):
-    """Run fn, turning a UserError into one line and exit code 2; a run stopped by a signal or a
-    failed cluster into one line with the resume hint and its own code (attnsim.executors.lifecycle)."""
-    from attnsim.executors import lifecycle
-
-    try:
-        with lifecycle.stop_on_signals():
-            return fn()
-    except UserError as e:
-        _fail(str(e))
-    except lifecycle.RunStopped as e:
-        lifecycle.stop_local_ray()
-        _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        code, line = lifecycle.interrupt_exit()
-        _fail(line, code)
 
 
 # Options that are not config fields. None means "not given": keep the config's value.
@@ -85,7 +48,7 @@ REDUCE_FIELDS = ("high_mode", "quantile", "bootstrap", "seed", "top_anchors", "d
 @config_flags(*PREPARE_FIELDS, *EXTRACT_FIELDS, *REDUCE_FIELDS)
 def run(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt, local: bool = LocalOpt):
     """Run the whole job: prepare, extract, reduce, report (resumes an interrupted run in the same --out)."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.pipeline import run_all
@@ -95,7 +58,7 @@ def run(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] =
         result = run_all(cfg, use_ray=not local)
         print_summary(console, cfg, result)
 
-    _guard(go)
+    guard(go)
 
 
 def _stage_config(config, out, overrides) -> RunConfig:
@@ -110,7 +73,7 @@ def _stage_config(config, out, overrides) -> RunConfig:
 @config_flags(*PREPARE_FIELDS)
 def prepare(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt, local: bool = LocalOpt):
     """Stage 1: split and tokenise the corpus into windows; create the store."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.pipeline import stage_prepare
@@ -122,7 +85,7 @@ def prepare(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[st
         for kind, problem in (r.problems or {}).items():  # skipped or repaired documents, never fatal
             console.print(f"document problem {kind}: {problem['count']} (e.g. {', '.join(problem['examples'][:3])})", highlight=False)
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
@@ -135,7 +98,7 @@ def extract(
     local: bool = LocalOpt,
 ):
     """Stage 2: run the model over every unit without a marker."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.pipeline import stage_extract
@@ -151,14 +114,14 @@ def extract(
             r = stage_extract(cfg, use_ray=not local)
         console.print(f"extracted {r['done']} units ({r['retried']} retried); {r['remaining']} remaining")
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
 @config_flags(*REDUCE_FIELDS)
 def reduce(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt):
     """Stage 3: corpus statistics from the store into <out>/stats/."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.pipeline import stage_reduce
@@ -169,26 +132,26 @@ def reduce(overrides: dict, config: Optional[str] = ConfigOpt, out: Optional[str
         print_layer_table(console, summary)
         console.print(f"statistics written to {cfg.stats_url}")
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
 def info(store: str = typer.Argument(..., help="Store path or URL.")):
     """Describe a store: model, corpus, windows, tokens, tiers, progress."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.report.tables import print_store_info
 
         print_store_info(console, store)
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
 def verify(store: str = typer.Argument(..., help="Store path or URL.")):
     """Check every unit's marker against its shards; exit 1 if any unit is missing or corrupt."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.store.verify import verify_store
@@ -199,7 +162,7 @@ def verify(store: str = typer.Argument(..., help="Store path or URL.")):
         if report.bad_units:
             raise typer.Exit(1)
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
@@ -209,7 +172,7 @@ def report(
     heads: Optional[str] = typer.Option(None, help="Heads of the example matrices as LAYER:HEAD,... (default: chosen)."),
 ):
     """Write <run>/report/: figures, report.md and a self-contained report.html with the claims table."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.pipeline import load_run_config, stage_report
@@ -224,7 +187,7 @@ def report(
         path = stage_report(load_run_config(run_dir, {}), window=window, heads=picks)
         console.print(f"report written to {path} (open report.html)")
 
-    _guard(go)
+    guard(go)
 
 
 @app.command("inspect")
@@ -238,14 +201,14 @@ def inspect_head(
     recompute: bool = typer.Option(False, "--recompute", help="Run the model for the full S when the store keeps only top k."),
 ):
     """Print each token's most similar tokens for one head on one window, and write the heatmap of S."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.report.matrices import inspect_head as run_inspect
 
         run_inspect(console, store, window, layer, head, png=png, top=top, recompute=recompute)
 
-    _guard(go)
+    guard(go)
 
 
 @app.command()
@@ -277,7 +240,7 @@ def segment(
     one_per_line: bool = typer.Option(False, "--one-per-line", help=".txt files hold one document per line."),
 ):
     """Split texts into topical segments where little context similarity crosses a sentence gap; --eval measures it."""
-    _quiet()
+    quiet()
 
     def go():
         from attnsim.segment.command import eval_command, make_config, segment_command, structured_eval_command
@@ -297,7 +260,7 @@ def segment(
             segment_command(console, source=source, corpus=corpus, model=model, jsonl=jsonl, n_segments=n_segments,
                             cfg=cfg, text_column=text_column, one_per_line=one_per_line, segments_column=segments_column)
 
-    _guard(go)
+    guard(go)
 
 
 def main() -> None:  # pragma: no cover - `python -m attnsim.cli`

@@ -26,7 +26,7 @@ from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
 from attnsim.prepare.windows import WindowPacker, WindowRows
-from attnsim.store.io import CHECKSUM_ALGORITHM, consolidate, create_store, open_store, store_exists, unit_checksum, write_unit
+from attnsim.store.io import read_meta, CHECKSUM_ALGORITHM, consolidate, create_store, open_store, store_exists, unit_checksum, write_unit
 from attnsim.store.meta import MASS_CATEGORIES, STORE_SETTINGS, TOKEN_ARRAYS, Layout, StoreMeta
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
@@ -127,49 +127,16 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
             f"use --max-tokens {model_info['max_tokens']} or less"
         )
     problems = Problems()
-    docs = list(
-        (d.doc_id, d.name, d.text)
-        for d in read_documents(
-            cfg.corpus,
-            text_column=cfg.text_column,
-            one_per_line=cfg.one_per_line,
-            hf_split=cfg.hf_split,
-            problems=problems,
-        )
-    )
-    if not docs:
-        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
+    docs = _read_corpus(cfg, problems)
     fingerprint = corpus_fingerprint((doc_id, text) for doc_id, _, text in docs)
     settings = run_settings(cfg, model_info, fingerprint)
     url = cfg.store_url
     if check_settings(url, settings):
-        attrs = dict(open_store(url).attrs)
-        c = attrs["corpus"]
-        return PrepareResult(url, c["windows"], c["tokens"], c["documents"], c["problems"], reused=True)
+        c = read_meta(open_store(url)).corpus
+        return PrepareResult(url, c.windows, c.tokens, c.documents, c.problems, reused=True)
 
-    key = (cfg.model, cfg.trust_remote_code, cfg.max_tokens, cfg.sentence_separator)
-    parts = [docs[i : i + cfg.docs_per_partition] for i in range(0, len(docs), cfg.docs_per_partition)]
-    rows = WindowRows()
-    if len(parts) == 1:  # one partition gains nothing from a remote task: its worker's start and imports
-        map_partitions = local_map  # took 14 s for lee's prepare vs 4 s in process (2 s of a whole run)
-    for part_rows, part_problems in map_partitions(pack_partition, [(key, p) for p in parts]):
-        rows.extend(part_rows)
-        problems.merge(part_problems)
-    if len(rows) == 0:
-        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
-
+    rows = _pack(cfg, docs, map_partitions, problems)
     n_tokens = int(sum(len(ids) for ids in rows.input_ids))
-    layout = Layout(
-        n_windows=len(rows),
-        max_tokens=cfg.max_tokens,
-        n_layers=model_info["layers"],
-        n_heads=model_info["heads"],
-        head_size=model_info["head_size"],
-        k=cfg.k,
-        n_categories=len(MASS_CATEGORIES),
-        windows_per_shard=cfg.windows_per_shard,
-        tiers=tuple(cfg.tiers),
-    )
     corpus_info = {
         "spec": cfg.corpus,
         "fingerprint": fingerprint,
@@ -178,24 +145,8 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
         "tokens": n_tokens,
         "problems": problems.to_dict(),
     }
-    meta = StoreMeta(
-        format_version=FORMAT_VERSION,
-        layout=layout,
-        windows_per_shard=layout.windows_per_shard,
-        n_units=layout.n_units,
-        prepared=False,
-        settings=settings,
-        model={k: v for k, v in model_info.items() if k != "token_classes"},
-        tokenizer={"source": model_info["source"], "token_classes": model_info["token_classes"]},
-        windows={"max_tokens": cfg.max_tokens, "sentence_separator": cfg.sentence_separator, "splitter": "pysbd", "stride": 0},
-        similarity_kind=cfg.similarity_kind,
-        k=cfg.k,
-        tiers=list(cfg.tiers),
-        mass_categories=list(MASS_CATEGORIES),
-        corpus=corpus_info,
-        code_version=__version__,
-        config=cfg.model_dump(mode="json"),
-    )
+    meta = store_meta(cfg, model_info, settings, corpus_info)
+    layout = meta.layout
     root = create_store(url, layout, meta.to_attrs())
     # What `attnsim verify` checks the token arrays against: one checksum per unit, as stored.
     root.attrs["token_checksums"] = {"algorithm": CHECKSUM_ALGORITHM, "units": write_token_units(root, layout, rows, cfg.max_tokens)}
@@ -217,6 +168,65 @@ def write_token_units(root, layout: Layout, rows: WindowRows, max_tokens: int) -
         write_unit(root, layout, unit, tokens, replace=False)
         checksums.append(unit_checksum(tokens))
     return checksums
+
+
+def _read_corpus(cfg: RunConfig, problems: Problems) -> list[tuple[int, str, str]]:
+    """(doc_id, name, text) of every readable document; none at all is a user error."""
+    docs = [
+        (d.doc_id, d.name, d.text)
+        for d in read_documents(cfg.corpus, text_column=cfg.text_column, one_per_line=cfg.one_per_line, hf_split=cfg.hf_split, problems=problems)
+    ]
+    if not docs:
+        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
+    return docs
+
+
+def _pack(cfg: RunConfig, docs: list, map_partitions: MapPartitions, problems: Problems) -> WindowRows:
+    """Every document's windows, packed per partition (Ray tasks or in process), in document order."""
+    key = (cfg.model, cfg.trust_remote_code, cfg.max_tokens, cfg.sentence_separator)
+    parts = [docs[i : i + cfg.docs_per_partition] for i in range(0, len(docs), cfg.docs_per_partition)]
+    rows = WindowRows()
+    if len(parts) == 1:  # one partition gains nothing from a remote task: its worker's start and imports
+        map_partitions = local_map  # took 14 s for lee's prepare vs 4 s in process (2 s of a whole run)
+    for part_rows, part_problems in map_partitions(pack_partition, [(key, p) for p in parts]):
+        rows.extend(part_rows)
+        problems.merge(part_problems)
+    if len(rows) == 0:
+        raise UserError(f"corpus {cfg.corpus!r} has no text to analyse (every document is empty or unreadable)")
+    return rows
+
+
+def store_meta(cfg: RunConfig, model_info: dict, settings: dict, corpus_info: dict) -> StoreMeta:
+    """The root attributes of a store prepared now (`prepared` is set once its token arrays are in)."""
+    layout = Layout(
+        n_windows=corpus_info["windows"],
+        max_tokens=cfg.max_tokens,
+        n_layers=model_info["layers"],
+        n_heads=model_info["heads"],
+        head_size=model_info["head_size"],
+        k=cfg.k,
+        n_categories=len(MASS_CATEGORIES),
+        windows_per_shard=cfg.windows_per_shard,
+        tiers=tuple(cfg.tiers),
+    )
+    return StoreMeta(
+        format_version=FORMAT_VERSION,
+        layout=layout,
+        windows_per_shard=layout.windows_per_shard,
+        n_units=layout.n_units,
+        prepared=False,
+        settings=settings,
+        model={k: v for k, v in model_info.items() if k != "token_classes"},
+        tokenizer={"source": model_info["source"], "token_classes": model_info["token_classes"]},
+        windows={"max_tokens": cfg.max_tokens, "sentence_separator": cfg.sentence_separator, "splitter": "pysbd", "stride": 0},
+        similarity_kind=cfg.similarity_kind,
+        k=cfg.k,
+        tiers=list(cfg.tiers),
+        mass_categories=list(MASS_CATEGORIES),
+        corpus=corpus_info,
+        code_version=__version__,
+        config=cfg.model_dump(mode="json"),
+    )
 
 
 def corpus_fingerprint(docs: Iterable[tuple[int, str]]) -> str:

@@ -75,7 +75,7 @@ def corpus_licence(corpus: dict) -> str:
     return CORPUS_LICENCES.get(corpus.get("spec", ""), USER_LICENCE.format(what="corpus"))
 
 
-def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, ...], str]], url: str) -> str:
+def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, ...], str]], url: str) -> str:  # long: one Markdown template, read top to bottom
     """The card in Markdown. arrays: name -> (dims, shape, dtype)."""
     m, c, w = attrs["model"], attrs["corpus"], attrs["windows"]
     cfg = attrs.get("config", {})
