@@ -370,7 +370,8 @@ def markdown(r: dict, smoke: bool) -> str:
         )
     if "host_tokens" in r:
         rates = ", ".join(
-            f"{n} thread{'s' if n > 1 else ''} {r[f'host_tokens_per_s_{n}t']:,.0f} tokens/s ({r[f'host_tokens_per_s_per_core_{n}t']:,.0f} a thread)"
+            f"{n} thread{'s' if n > 1 else ''} {r[f'host_tokens_per_s_{n}t']:,.0f} tokens/s ({r[f'host_tokens_per_s_per_core_{n}t']:,.0f} a thread, "
+            f"{r[f'host_tokens_per_cpu_s_{n}t']:,.0f} per CPU second)"
             for n in r["host_walls"]
         )
         lines += ["", f"Host pipeline from computed arrays to marked shards (default tier, {r['host_tokens']:,} tokens a pass): {rates}."]

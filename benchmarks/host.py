@@ -76,15 +76,20 @@ def host_capacity(extractor: Extractor, threads=(1, 2), repeats: int = 3, distin
         write_marker(extractor.url, unit, info)
 
     walls: dict[int, list[float]] = {n: [] for n in threads}
+    cpu: dict[int, list[float]] = {n: [] for n in threads}
     for _ in range(repeats):
         for n in threads:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             with ThreadPoolExecutor(n, thread_name_prefix="attnsim-host") as pool:
                 list(pool.map(finish, jobs))
             walls[n].append(time.perf_counter() - began)
-    out: dict = {"host_tokens": n_tokens, "host_walls": walls}
+            cpu[n].append(time.process_time() - began_cpu)
+    out: dict = {"host_tokens": n_tokens, "host_walls": walls, "host_cpu_seconds": cpu}
     for n in threads:
         per_s = n_tokens / statistics.median(walls[n])
         out[f"host_tokens_per_s_{n}t"] = per_s
         out[f"host_tokens_per_s_per_core_{n}t"] = per_s / n
+        # The same work per CPU second of this process: what a core gives when it is not shared
+        # (on a busy machine a thread's wall time includes other processes' turns).
+        out[f"host_tokens_per_cpu_s_{n}t"] = n_tokens / statistics.median(cpu[n])
     return out

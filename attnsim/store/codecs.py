@@ -40,9 +40,13 @@ SORTED_DELTA = "attnsim.sorted_delta"
 
 def _ordered_ints(bits: np.ndarray) -> np.ndarray:
     """Float bits (as signed ints) <-> ints that order as the floats do; its own inverse.
-    A negative float's magnitude bits are flipped, so a larger magnitude gives a smaller int."""
+    A negative float's magnitude bits are flipped, so a larger magnitude gives a smaller int.
+    One temporary, updated in place (this runs on every chunk the encoder threads compress)."""
     width = bits.dtype.itemsize * 8
-    return bits ^ ((bits >> (width - 1)) & np.array(2 ** (width - 1) - 1, bits.dtype))
+    out = bits >> (width - 1)  # -1 where negative, else 0
+    out &= np.array(2 ** (width - 1) - 1, bits.dtype)
+    out ^= bits
+    return out
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,12 @@ class SortedDeltaCodec(ArrayArrayCodec):
     @staticmethod
     def encode_array(values: np.ndarray) -> np.ndarray:
         """(..., T, k) floats -> the encoded array, same shape and dtype."""
-        bits = np.ascontiguousarray(values).view(f"i{values.dtype.itemsize}")
-        ordered = _ordered_ints(bits)  # (..., T, k)
+        bits = np.ascontiguousarray(np.swapaxes(values.view(f"i{values.dtype.itemsize}"), -1, -2))  # (..., k, T)
+        ordered = _ordered_ints(bits)  # (..., k, T): transposed first, so the passes below are contiguous
         delta = np.empty_like(ordered)
-        delta[..., 0] = ordered[..., 0]
-        np.subtract(ordered[..., :-1], ordered[..., 1:], out=delta[..., 1:])  # wraps: a bijection
-        slot_major = np.ascontiguousarray(np.swapaxes(delta, -1, -2))  # (..., k, T)
-        return slot_major.reshape(values.shape).view(values.dtype)
+        delta[..., 0, :] = ordered[..., 0, :]
+        np.subtract(ordered[..., :-1, :], ordered[..., 1:, :], out=delta[..., 1:, :])  # wraps: a bijection
+        return delta.reshape(values.shape).view(values.dtype)
 
     @staticmethod
     def decode_array(encoded: np.ndarray) -> np.ndarray:
