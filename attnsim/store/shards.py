@@ -10,8 +10,8 @@ with its CRC-32C) and stored as one object.
 Only the layout attnsim creates is encoded here: a shard per unit whose inner chunks are single
 windows (every array but `dense` similarity, which is chunked per window and layer), codecs
 [attnsim's own array filters (codecs.py)] -> bytes -> blosc inside, bytes -> crc32c for an index
-at the end. Anything else returns None from
-`shard_plan` and is written by zarr. tests/unit/test_shards.py compares the bytes with zarr's own.
+at the end. Anything else returns None from `shard_plan` and is written by zarr.
+tests/unit/test_shards.py compares the bytes with zarr's own.
 """
 
 from __future__ import annotations
