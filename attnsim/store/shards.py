@@ -9,12 +9,14 @@ with its CRC-32C) and stored as one object.
 
 Only the layout attnsim creates is encoded here: a shard per unit whose inner chunks are single
 windows (every array but `dense` similarity, which is chunked per window and layer), codecs
-bytes -> blosc inside, bytes -> crc32c for an index at the end. Anything else returns None from
-`shard_plan` and is written by zarr. tests/unit/test_shards.py compares the bytes with zarr's own.
+[attnsim's own array filters (codecs.py)] -> bytes -> blosc inside, bytes -> crc32c for an index
+at the end. Anything else returns None from `shard_plan` and is written by zarr.
+tests/unit/test_shards.py compares the bytes with zarr's own.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -27,8 +29,11 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
+from attnsim.store.codecs import SortedDeltaCodec
+
 _EMPTY = np.iinfo(np.uint64).max  # the index entry of a chunk not written (zarr's MAX_UINT_64)
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
+_FILTERS = (SortedDeltaCodec,)  # array -> array codecs with a numpy `encode_array`, applied per chunk
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class ShardPlan:
     chunk_shape: tuple[int, ...]  # (1, rest of the array's shape)
     dtype: np.dtype
     blosc: numcodecs.Blosc
+    filters: tuple = ()  # attnsim's array -> array codecs, in order
 
 
 def shard_plan(array: zarr.Array) -> ShardPlan | None:
@@ -45,7 +51,8 @@ def shard_plan(array: zarr.Array) -> ShardPlan | None:
     if sys.byteorder != "little" or len(meta.codecs) != 1 or not isinstance(meta.codecs[0], ShardingCodec):
         return None
     sharding = meta.codecs[0]
-    inner, index = sharding.codecs, sharding.index_codecs
+    n_filters = next((i for i, c in enumerate(sharding.codecs) if not isinstance(c, _FILTERS)), 0)
+    filters, inner, index = sharding.codecs[:n_filters], sharding.codecs[n_filters:], sharding.index_codecs
     shard_shape = tuple(meta.chunk_grid.chunk_shape)
     if (
         sharding.index_location != ShardingCodecIndexLocation.end
@@ -58,7 +65,7 @@ def shard_plan(array: zarr.Array) -> ShardPlan | None:
         return None
     b = inner[1]
     blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, shuffle=_SHUFFLE[b.shuffle.value], blocksize=b.blocksize, typesize=b.typesize)
-    return ShardPlan(shard_shape[0], tuple(sharding.chunk_shape), np.dtype(array.dtype), blosc)
+    return ShardPlan(shard_shape[0], tuple(sharding.chunk_shape), np.dtype(array.dtype), blosc, tuple(filters))
 
 
 def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None) -> bytes:
@@ -68,7 +75,7 @@ def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None
     data = np.ascontiguousarray(data, dtype=plan.dtype)
     n = data.shape[0]
     assert 1 <= n <= plan.windows_per_shard and data.shape[1:] == plan.chunk_shape[1:], (data.shape, plan)
-    chunks = list((pool.map if pool else map)(plan.blosc.encode, (data[i] for i in range(n))))
+    chunks = list((pool.map if pool else map)(functools.partial(_encode_chunk, plan), (data[i : i + 1] for i in range(n))))
     index = np.full((plan.windows_per_shard,) + (1,) * (len(plan.chunk_shape) - 1) + (2,), _EMPTY, np.uint64)
     lengths = np.array([len(c) for c in chunks], np.uint64)
     index.reshape(-1, 2)[:n, 0] = np.cumsum(lengths) - lengths  # offsets
@@ -76,6 +83,13 @@ def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None
     index_bytes = index.tobytes()
     crc = np.uint32(google_crc32c.value(index_bytes)).tobytes()
     return b"".join([*chunks, index_bytes, crc])
+
+
+def _encode_chunk(plan: ShardPlan, chunk: np.ndarray) -> bytes:
+    """One inner chunk (1, ...) through the filters, then blosc (on an encoder thread: numpy and blosc release the GIL)."""
+    for codec in plan.filters:
+        chunk = codec.encode_array(chunk)
+    return plan.blosc.encode(chunk)
 
 
 def encoder_pool(device_type: str, torch_threads: int | None) -> ThreadPoolExecutor:

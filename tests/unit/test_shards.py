@@ -42,6 +42,7 @@ def test_shards_are_byte_identical_to_zarrs_and_read_back(tmp_path):
     root_ours, root_zarr = zarr.open_group(ours, mode="r+"), zarr.open_group(theirs, mode="r+")
     taken = {name for name in unit_arrays(0) if shard_plan(root_ours[name]) is not None}
     assert taken == {"topk_index", "topk_value", "attention_mass", "head_vectors"}  # dense goes through zarr
+    assert [type(c).__name__ for c in shard_plan(root_ours["topk_value"]).filters] == ["SortedDeltaCodec"]  # encoded here too
     for unit in range(LAYOUT.n_units):  # units 0, 1 full; unit 2 holds windows 8-9 of a 4-window shard
         arrays = unit_arrays(unit)
         write_unit(root_ours, LAYOUT, unit, arrays, replace=False)
