@@ -104,10 +104,7 @@ def config_flags(*fields: str) -> Callable:
             return fn(overrides=overrides_from_flags(flags), **kwargs)
 
         params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != "overrides"]
-        params += [
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_option(name), annotation=_flag_type(name))
-            for name in fields
-        ]
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=_option(name), annotation=_flag_type(name)) for name in fields]
         command.__signature__ = signature.replace(parameters=params, return_annotation=None)
         command.__annotations__ = {p.name: p.annotation for p in params}
         del command.__wrapped__  # typer would read the undecorated signature through it

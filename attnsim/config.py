@@ -60,8 +60,13 @@ class LabelRule(BaseModel):
         """Configs saved before the rule used ratios hold its old keys at their defaults: dropped, so
         such a run folder can be reduced again; an old key set to another value is refused, naming its successor."""
         old_defaults = {
-            "separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
-            "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5,
+            "separator_share": 0.5,
+            "repetition_enrichment": 5.0,
+            "repetition_share": 0.2,
+            "anchor_share": 0.25,
+            "anchor_lift": 5.0,
+            "local_distance": 2.0,
+            "sentence_enrichment": 1.5,
         }
         retired = {  # key of the pre-chance rule -> (its old default, the key that replaces it)
             "repetition_enrichment": (5.0, "repetition_ratio"),

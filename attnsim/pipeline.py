@@ -16,10 +16,10 @@ import logging
 import fsspec
 
 from attnsim.config import RunConfig, join_url
-from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
 from attnsim.errors import UserError
-from attnsim.model.loading import load_model
 from attnsim.extract.progress import ExtractProgress
+from attnsim.model.loading import load_model
+from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
 from attnsim.store.io import completed_units, consolidate, open_store, read_meta, update_attrs
 from attnsim.store.meta import CONFIG_SETTINGS
 
@@ -28,9 +28,7 @@ log = logging.getLogger("attnsim")
 
 def model_info(cfg: RunConfig) -> dict:
     """What the store records about the model (loaded once on the driver, on the CPU)."""
-    loaded = load_model(
-        cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights
-    )
+    loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)
     return {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from attnsim.config import RunConfig
 from attnsim.store.io import create_store, open_store, read_unit, write_marker, write_unit
-from attnsim.store.meta import Layout, TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
+from attnsim.store.meta import TIER_ARRAYS, TOKEN_ARRAYS, Layout, layout_from_attrs
 
 
 def replicate_store(src: str, dst: str, times: int) -> None:
@@ -71,10 +71,14 @@ def reduce_only(store: str, out: Path, repeats: int) -> dict:
         for times in (1, 4):
             runs[times].append(reduce_probe(urls[times], str(out / f"reduce_only_out_x{times}"), RunConfig().bootstrap))
     med = {times: {k: statistics.median(p[k] for p in r) for k in r[0]} for times, r in runs.items()}
-    results = {"reduce_seconds": med[1]["wall"], "reduce_walls": [p["wall"] for p in runs[1]],
-               "reduce_seconds_4x": med[4]["wall"], "reduce_growth_mib_1x": med[1]["growth_mib"],
-               "reduce_growth_mib_4x": med[4]["growth_mib"],
-               "reduce_memory_4x_over_1x": med[4]["growth_mib"] / max(med[1]["growth_mib"], 1.0)}
+    results = {
+        "reduce_seconds": med[1]["wall"],
+        "reduce_walls": [p["wall"] for p in runs[1]],
+        "reduce_seconds_4x": med[4]["wall"],
+        "reduce_growth_mib_1x": med[1]["growth_mib"],
+        "reduce_growth_mib_4x": med[4]["growth_mib"],
+        "reduce_memory_4x_over_1x": med[4]["growth_mib"] / max(med[1]["growth_mib"], 1.0),
+    }
     print(json.dumps(results, indent=1))
     return results
 
@@ -84,7 +88,9 @@ def run_end_to_end(corpus: str, out: str, max_tokens: int, extra: list[str]) -> 
     began = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "attnsim.cli", "run", "--corpus", corpus, "--out", out, "--max-tokens", str(max_tokens), *extra],
-        check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        check=True,
+        capture_output=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     return time.perf_counter() - began
 

@@ -34,16 +34,18 @@ from pathlib import Path
 import torch
 
 from attnsim.config import RunConfig
-from attnsim.prepare.stage import prepare, token_classes
 from attnsim.extract.stage import Extractor, units_in_flight
 from attnsim.model.loading import load_model
+from attnsim.prepare.stage import prepare, token_classes
 from attnsim.store.io import create_store, open_store, read_meta, read_unit, write_unit
-from attnsim.store.meta import Layout, TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
+from attnsim.store.meta import TIER_ARRAYS, TOKEN_ARRAYS, Layout, layout_from_attrs
 from benchmarks.end_to_end import reduce_and_end_to_end, reduce_only
 from benchmarks.host import BERT_BASE, bert_base_folder, host_capacity
 from benchmarks.report import GOALS, machine, markdown  # noqa: F401  (GOALS: the smoke test reads it here)
 
 HERE = Path(__file__).resolve().parent
+
+
 def small_corpus(folder: Path, n_docs: int) -> str:
     """The first n documents of `lee`, one per line (the smoke mode's corpus)."""
     from attnsim.prepare.sources import read_documents
@@ -120,12 +122,13 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
     ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
-    ap.add_argument("--reduce-store", default=None, metavar="STORE",
-                    help="only the reduce probe, on this existing store and its 4x copy (no model, no extraction)")
+    ap.add_argument(
+        "--reduce-store", default=None, metavar="STORE", help="only the reduce probe, on this existing store and its 4x copy (no model, no extraction)"
+    )
     return ap.parse_args(argv)
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict:  # long: the benchmark's steps in order, each a call
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,8 +143,15 @@ def main(argv=None) -> dict:
 
     model = bert_base_folder(out, args.tokenizer) if args.model == BERT_BASE else args.model
     cfg = RunConfig(
-        corpus=corpus, model=model, out=str(out / "base"), max_tokens=max_tokens, batch_size=args.batch_size,
-        windows_per_shard=wps, device=args.device, dtype=dtype, unit_writers=args.unit_writers,
+        corpus=corpus,
+        model=model,
+        out=str(out / "base"),
+        max_tokens=max_tokens,
+        batch_size=args.batch_size,
+        windows_per_shard=wps,
+        device=args.device,
+        dtype=dtype,
+        unit_writers=args.unit_writers,
     )
     loaded = load_model(cfg.model, device=args.device, dtype=dtype)
     info = {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
@@ -210,9 +220,17 @@ def summarise(args, prep, cfg, tiers, tokens_of, med: dict, repeats: int, wps: i
     """Throughputs, ratios and bytes per token from the median times."""
     out = Path(args.out)
     results: dict = {
-        "corpus_tokens": prep.n_tokens, "windows": prep.n_windows, "repeats": repeats, "torch_threads": threads,
-        "device": args.device, "dtype": dtype, "batch_size": args.batch_size, "windows_per_shard": wps,
-        "units_in_flight": units_in_flight(cfg, args.device), "model": args.model, "tiers": list(tiers),
+        "corpus_tokens": prep.n_tokens,
+        "windows": prep.n_windows,
+        "repeats": repeats,
+        "torch_threads": threads,
+        "device": args.device,
+        "dtype": dtype,
+        "batch_size": args.batch_size,
+        "windows_per_shard": wps,
+        "units_in_flight": units_in_flight(cfg, args.device),
+        "model": args.model,
+        "tiers": list(tiers),
     }
     for name in tiers:
         toks = sum(int(t["length"].sum()) for t in tokens_of[name])

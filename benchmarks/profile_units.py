@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from attnsim.config import RunConfig
-from attnsim.prepare.stage import prepare, token_classes
 from attnsim.extract.stage import Extractor
 from attnsim.model.loading import load_model
+from attnsim.prepare.stage import prepare, token_classes
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,6 @@
 """Stage 1 on the cluster: split and tokenise the corpus into windows (Ray tasks), create the store.
 
-    ray job submit --runtime-env jobs/runtime_env.yaml -- python -m jobs.prepare --config jobs/configs/bert-base-paper.yaml
+ray job submit --runtime-env jobs/runtime_env.yaml -- python -m jobs.prepare --config jobs/configs/bert-base-paper.yaml
 """
 
 from __future__ import annotations

@@ -7,12 +7,9 @@ import json
 from pathlib import Path
 
 DOCS = [
-    "The fire spread quickly through the hills. Residents were told to leave their homes. "
-    "Firefighters worked through the night to contain the fire.",
-    "Stocks fell sharply on Monday. Investors worried about rising interest rates! "
-    "Analysts expect more volatility this week? The market closed lower.",
-    "A new species of frog was found in the rainforest. Scientists said the frog is tiny. "
-    "It was discovered during a survey of the region.",
+    "The fire spread quickly through the hills. Residents were told to leave their homes. Firefighters worked through the night to contain the fire.",
+    "Stocks fell sharply on Monday. Investors worried about rising interest rates! Analysts expect more volatility this week? The market closed lower.",
+    "A new species of frog was found in the rainforest. Scientists said the frog is tiny. It was discovered during a survey of the region.",
     "The council approved the budget. It includes money for roads, schools and parks.",
     "Rain is expected tomorrow. The weekend will be sunny and warm.",
 ]

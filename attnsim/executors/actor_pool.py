@@ -164,9 +164,7 @@ class ActorPool:
 
     # ------------------------------------------------------------------ actions
     def _spawn(self, slot: int) -> None:
-        actor = ExtractActor.options(**self.options, max_concurrency=self.lanes).remote(
-            self.cfg_json, self.threads, self.fail_on_unit.pop(slot, None)
-        )
+        actor = ExtractActor.options(**self.options, max_concurrency=self.lanes).remote(self.cfg_json, self.threads, self.fail_on_unit.pop(slot, None))
         self.actors[slot] = actor
         self.starting[actor.info.remote()] = slot
 

@@ -102,10 +102,7 @@ def probe_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout).close()
     except OSError as e:
-        raise UserError(
-            f"no Ray cluster answers at {address!r}: a TCP connection to {host}:{port} failed ({e.strerror or e}); "
-            f"{HOW_TO_JOIN}"
-        ) from None
+        raise UserError(f"no Ray cluster answers at {address!r}: a TCP connection to {host}:{port} failed ({e.strerror or e}); {HOW_TO_JOIN}") from None
 
 
 def reachable(address: str, timeout: float = 2.0) -> bool:

@@ -36,7 +36,9 @@ class ExtractActor:
             log.warning(
                 "actor pid %d was given GPU %s (CUDA_VISIBLE_DEVICES=%s) but torch.cuda is not available "
                 "(a CPU build of torch, or no driver); running on the CPU",
-                os.getpid(), ",".join(self.gpu_ids), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                os.getpid(),
+                ",".join(self.gpu_ids),
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
             )
             self.device = "cpu"
         self.extractor = Extractor(RunConfig.model_validate(cfg_json), device="cpu" if self.device == "cpu" else "cuda", threads=threads)

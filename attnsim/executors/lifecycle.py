@@ -205,6 +205,5 @@ def reap_previous_run(owner: str) -> int:
     psutil.wait_procs(left, timeout=5)
     path.unlink(missing_ok=True)
     if procs:
-        log.warning("stopped %d Ray processes left by a killed run on this store (driver pid %s)",
-                    len(procs), (record.get("driver") or {}).get("pid"))
+        log.warning("stopped %d Ray processes left by a killed run on this store (driver pid %s)", len(procs), (record.get("driver") or {}).get("pid"))
     return len(procs)

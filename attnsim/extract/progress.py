@@ -82,8 +82,12 @@ class ExtractProgress:
         else:
             log.warning(
                 "extract: %d of %d units to do (%d done before), %s windows, %s tokens in all; progress in %s",
-                self.total_units - self.done_units, self.total_units, self.done_units,
-                f"{self.total_windows:,}", f"{self.total_tokens:,}", self.json_url or "(not saved)",
+                self.total_units - self.done_units,
+                self.total_units,
+                self.done_units,
+                f"{self.total_windows:,}",
+                f"{self.total_tokens:,}",
+                self.json_url or "(not saved)",
             )
         self._write_json("running")
         return self

@@ -28,14 +28,13 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from attnsim.model.allocator import keep_freed_memory
 from attnsim.config import RunConfig
+from attnsim.model.allocator import keep_freed_memory
+from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
 from attnsim.model.loading import LoadedModel, load_model
 from attnsim.model.taps import head_taps
-from attnsim.store.shards import encoder_pool
-from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
 from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_meta, read_unit, unit_checksum, write_marker, write_unit
-
+from attnsim.store.shards import encoder_pool
 
 # Windows are padded to a multiple of this many tokens (or the store's width): few distinct shapes,
 # little padding (lee/minilm: 92 % of padded tokens are real at 32, against 68 % for the full width).

@@ -11,6 +11,7 @@ import torch
 
 from attnsim.model.similarity import as_kind
 
+
 def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
     """(B, T, H*d) -> (B, H, T, d)."""
     b, t, hd = x.shape

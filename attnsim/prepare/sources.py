@@ -200,9 +200,7 @@ def _parquet_texts(path: Path, column: str, problems: Problems):
         return
     if column not in schema:
         # A missing column is the user's setting, not damage to one file: the whole run stops.
-        raise UserError(
-            f"parquet file {str(path)!r} has no column {column!r} (columns: {', '.join(schema)}); pass --text-column"
-        )
+        raise UserError(f"parquet file {str(path)!r} has no column {column!r} (columns: {', '.join(schema)}); pass --text-column")
     if not texts:
         problems.add("empty_file", str(path))
     for number, text in enumerate(texts):

@@ -26,7 +26,7 @@ from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
 from attnsim.prepare.windows import WindowPacker, WindowRows
-from attnsim.store.io import read_meta, CHECKSUM_ALGORITHM, consolidate, create_store, open_store, store_exists, unit_checksum, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, consolidate, create_store, open_store, read_meta, store_exists, unit_checksum, write_unit
 from attnsim.store.meta import MASS_CATEGORIES, STORE_SETTINGS, TOKEN_ARRAYS, Layout, StoreMeta
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
@@ -112,10 +112,7 @@ def check_settings(url: str, settings: dict) -> bool:
                 now = f"one with fingerprint {now}"
             else:
                 was, now = repr(was), repr(now)
-            raise UserError(
-                f"store {url!r} was made with {key}={was}, not {now}; "
-                "use a new --out (or delete the store) to start a different run"
-            )
+            raise UserError(f"store {url!r} was made with {key}={was}, not {now}; use a new --out (or delete the store) to start a different run")
     return True
 
 

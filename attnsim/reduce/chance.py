@@ -115,9 +115,15 @@ def window_null(input_ids, sentence_id, length, classes: dict, k: int | None) ->
     e_cls, e_sep, e_final = r * n_cls, r * n_sep, r * n_final - n_final
     dist = np.arange(t, dtype=np.float64)
     raw = {
-        "e_high": pair_counts[:, 0], "e_sum_distance": n_all_d @ dist, "e_same": pair_counts[:, 1],
-        "e_rep": pair_counts[:, 2], "e_separator": e_sep + e_final, "e_high_all": r * np.maximum(n - 1, 0),
-        "e_cls": e_cls, "e_sep": e_sep, "e_final": e_final,
+        "e_high": pair_counts[:, 0],
+        "e_sum_distance": n_all_d @ dist,
+        "e_same": pair_counts[:, 1],
+        "e_rep": pair_counts[:, 2],
+        "e_separator": e_sep + e_final,
+        "e_high_all": r * np.maximum(n - 1, 0),
+        "e_cls": e_cls,
+        "e_sep": e_sep,
+        "e_final": e_final,
     }
     chance = np.stack([c * np.asarray(raw[name], np.float64) for name in CHANCE_STATS], axis=-1)  # (W, S_chance)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -55,8 +55,7 @@ def anchor_norm_ratio(norms: pl.DataFrame, top_token: np.ndarray) -> np.ndarray:
         return out
     per_head = norms.group_by(["layer", "head"]).agg((pl.col("norm_sum").sum() / pl.col("n").sum()).alias("mean"))
     layer, head = np.nonzero(np.isfinite(top_token))
-    tops = pl.DataFrame({"layer": layer.astype(np.int32), "head": head.astype(np.int32),
-                         "token": top_token[layer, head].astype(np.int32)})
+    tops = pl.DataFrame({"layer": layer.astype(np.int32), "head": head.astype(np.int32), "token": top_token[layer, head].astype(np.int32)})
     found = tops.join(norms, on=["layer", "head", "token"]).join(per_head, on=["layer", "head"])
     for r in found.iter_rows(named=True):
         if r["mean"] > 0:

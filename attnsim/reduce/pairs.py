@@ -30,7 +30,16 @@ from attnsim.reduce.norms import norm_table
 # Observed sums per (window, layer, head), in this order: the columns of `Partial.heads` and of
 # the bootstrap array, which continues with PAIR_STATS and CHANCE_STATS (statistics.py reads it).
 WINDOW_STATS = (
-    "n_high", "sum_distance", "n_same", "n_rep", "n_separator", "n_high_all", "n_cls", "n_sep", "n_final", "matched_same",
+    "n_high",
+    "sum_distance",
+    "n_same",
+    "n_rep",
+    "n_separator",
+    "n_high_all",
+    "n_cls",
+    "n_sep",
+    "n_final",
+    "matched_same",
 )
 PAIR_STATS = ("n_all", "n_same_all", "n_rep_all")
 BOOT_STATS = WINDOW_STATS + PAIR_STATS + CHANCE_STATS
@@ -116,8 +125,6 @@ def threshold_pairs(s: np.ndarray, threshold: np.ndarray, sentence_id_row: np.nd
     return np.full(len(i), window), lay, head, i, j
 
 
-
-
 def pair_codes(input_ids, sentence_id, token_class, pairs):
     """Per high pair: its code (bits: see N_CODES) and its distance key (T for a pair whose j is not real)."""
     w, t = input_ids.shape
@@ -150,9 +157,15 @@ def window_head_sums(code, dist_key, key, n_keys: int, null: WindowNull) -> tupl
     # Expected same-sentence pairs at the head's own distances: sum_d N_high(w, d) * p_same(w, d).
     matched = np.einsum("wkt,wt->wk", hist.reshape(w, -1, t).astype(np.float64), null.p_same_d).ravel()
     stats = {
-        "n_high": has(codes & 1 > 0), "sum_distance": hist @ np.arange(t, dtype=np.float64),
-        "n_same": has(codes & 2 > 0), "n_rep": has(codes & 4 > 0), "n_separator": has(cls_of >= 2),
-        "n_high_all": by_code.sum(1), "n_cls": has(cls_of == 1), "n_sep": has(cls_of == 2), "n_final": has(cls_of == 3),
+        "n_high": has(codes & 1 > 0),
+        "sum_distance": hist @ np.arange(t, dtype=np.float64),
+        "n_same": has(codes & 2 > 0),
+        "n_rep": has(codes & 4 > 0),
+        "n_separator": has(cls_of >= 2),
+        "n_high_all": by_code.sum(1),
+        "n_cls": has(cls_of == 1),
+        "n_sep": has(cls_of == 2),
+        "n_final": has(cls_of == 3),
         "matched_same": matched,
     }
     return np.stack([np.asarray(stats[name], np.float64) for name in WINDOW_STATS], axis=-1), hist
@@ -203,8 +216,20 @@ def mass_sums(attention_mass, null: WindowNull, shape):
     return mass_sum, finite.all(-1).sum(0), chance, int(finite_chance.sum())
 
 
-def block_partial(input_ids, sentence_id, length, pairs, attention_mass, classes: dict, shape: tuple[int, int],
-                  n_boot: int, seed: int, start: int, k: int | None, vectors=None) -> Partial:
+def block_partial(
+    input_ids,
+    sentence_id,
+    length,
+    pairs,
+    attention_mass,
+    classes: dict,
+    shape: tuple[int, int],
+    n_boot: int,
+    seed: int,
+    start: int,
+    k: int | None,
+    vectors=None,
+) -> Partial:
     """Count one block of windows. pairs: flat (window, layer, head, i, j) high pairs; k: the top-k's k
     (None in quantile mode), which fixes the random head's draw (chance.py); vectors: the block's
     head_vectors (W, L, H, T, d) where the store has them, for the anchors' norms (norms.py)."""

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from pathlib import Path
 import time
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -61,8 +61,7 @@ def _block(ids, sid, length, topk, mass, dense, vectors, *, threshold, classes, 
         found = [threshold_pairs(_dense_s(dense, vectors, w, kind), threshold, sid[w], w) for w in range(len(ids))]
         pairs = tuple(np.concatenate([f[n] for f in found]) for n in range(5))
     # The random head draws k neighbours per token in top-k mode, uniform pairs in quantile mode.
-    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start,
-                         k=None if threshold is not None else k, vectors=vectors)
+    return block_partial(ids, sid, length, pairs, mass, classes, shape, n_boot, seed, start, k=None if threshold is not None else k, vectors=vectors)
 
 
 def _head_quantile(root, layout, cfg, kind: str, scheduler) -> np.ndarray:
@@ -113,8 +112,7 @@ def compute_partial(cfg: RunConfig, url: str, scheduler=None):
     missing = sorted(set(range(layout.n_units)) - completed_units(url))
     if missing:
         raise UserError(
-            f"store {url!r} is incomplete: {len(missing)} of {layout.n_units} units not extracted "
-            f"(first: {missing[0]:06d}); run `attnsim extract` on it first"
+            f"store {url!r} is incomplete: {len(missing)} of {layout.n_units} units not extracted (first: {missing[0]:06d}); run `attnsim extract` on it first"
         )
     with dask_scheduler(scheduler or cfg.dask_scheduler) as get:
         return _compute_partial(cfg, root, attrs, layout, get)
@@ -142,10 +140,7 @@ def _compute_partial(cfg: RunConfig, root, attrs: dict, layout, scheduler):
         kind=attrs["similarity_kind"],
         k=int(attrs["k"]),
     )
-    parts = [
-        dask.delayed(_block)(*args, start=unit * layout.windows_per_shard, **kw)
-        for unit, args in enumerate(zip(*inputs, topk, mass, dense, vectors))
-    ]
+    parts = [dask.delayed(_block)(*args, start=unit * layout.windows_per_shard, **kw) for unit, args in enumerate(zip(*inputs, topk, mass, dense, vectors))]
     (total,) = dask.compute(_tree_sum(parts), scheduler=scheduler)
     return total.sorted(), attrs, threshold
 
@@ -167,10 +162,7 @@ def check_scheduler(spec: str) -> str:
             "dask_scheduler 'ray' (Dask on Ray) cannot run this reduce: ray.util.dask cannot rebuild zarr 3 "
             "arrays; run a dask.distributed scheduler on the cluster and pass its address (see cluster/README.md)"
         )
-    raise UserError(
-        f"dask_scheduler {spec!r} is not a scheduler: use threads, synchronous, processes, "
-        "or a dask.distributed address such as tcp://host:8786"
-    )
+    raise UserError(f"dask_scheduler {spec!r} is not a scheduler: use threads, synchronous, processes, or a dask.distributed address such as tcp://host:8786")
 
 
 def _local_get(name: str):
@@ -287,6 +279,4 @@ def _json_default(x):
 
 
 def stats_paths(stats_url: str) -> list[str]:
-    return [join_url(stats_url, f"{n}.parquet") for n in ("head_stats", "distance_decay", "anchors", "layer_summary")] + [
-        join_url(stats_url, "summary.json")
-    ]
+    return [join_url(stats_url, f"{n}.parquet") for n in ("head_stats", "distance_decay", "anchors", "layer_summary")] + [join_url(stats_url, "summary.json")]

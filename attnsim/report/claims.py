@@ -1,3 +1,4 @@
+# long: the paper's findings, each a short test over the tables; read best as one file
 """The paper's findings, each tested by a statistic of the run, with an interval and a verdict.
 
 Every verdict follows one rule: a finding *holds* when its whole interval lies on the finding's side
@@ -26,9 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from attnsim.report.numbers import number
 from attnsim.config import LabelRule
 from attnsim.reduce.statistics import label_head
+from attnsim.report.numbers import number
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
 RULE = (
@@ -117,14 +118,23 @@ def final_layer_above_earlier(finding, statistic, layers, values, intervals, int
     else:
         verdict = UNSURE
     top = max(range(last), key=lambda l: values[l] if _finite(values[l]) else -math.inf) if last else None
-    compared = "no earlier layer" if top is None else (
-        f"highest earlier layer {layers[top]}: {number(values[top])} [{number(intervals[top][0])}, {number(intervals[top][1])}]"
+    compared = (
+        "no earlier layer"
+        if top is None
+        else (f"highest earlier layer {layers[top]}: {number(values[top])} [{number(intervals[top][0])}, {number(intervals[top][1])}]")
     )
     at = [f"layer {layers[l]}" for l in range(len(layers)) if against_chance(*intervals[l]) == "at chance"]
     return Claim(
-        finding, f"{statistic}, final layer {layers[last]}", values[last], *intervals[last], interval, compared, verdict,
+        finding,
+        f"{statistic}, final layer {layers[last]}",
+        values[last],
+        *intervals[last],
+        interval,
+        compared,
+        verdict,
         "holds if the final layer's interval is above every earlier layer's; does not hold if it is below any earlier layer's",
-        note, f"final layer {against_chance(*intervals[last])}" + (f"; at chance: {', '.join(at)}" if at else ""),
+        note,
+        f"final layer {against_chance(*intervals[last])}" + (f"; at chance: {', '.join(at)}" if at else ""),
     )
 
 
@@ -135,9 +145,16 @@ def head_count(finding, statistic, heads: pl.DataFrame, rule: LabelRule, test, n
     low, high = min(counts.values()), max(counts.values())
     verdict = HOLDS if low >= need else FAILS if high < need else UNSURE
     return Claim(
-        finding, statistic, counts[1.0], low, high, "range over label thresholds x0.9 .. x1.1",
-        describe(rows, rule), verdict, f"holds if the count is at least {need} at every threshold scale; "
-        f"does not hold if it is below {need} at every scale", "",
+        finding,
+        statistic,
+        counts[1.0],
+        low,
+        high,
+        "range over label thresholds x0.9 .. x1.1",
+        describe(rows, rule),
+        verdict,
+        f"holds if the count is at least {need} at every threshold scale; does not hold if it is below {need} at every scale",
+        "",
     )
 
 
@@ -160,53 +177,92 @@ def _layers_with_mixed_labels(rows, r) -> int:
     return sum(len(labels - {"broad"}) >= 2 for labels in by_layer.values())
 
 
+# long: one block per finding of the paper, in the paper's order
 def evaluate(layers: pl.DataFrame, heads: pl.DataFrame, summary: dict, rule: LabelRule, separator: str = "none") -> list[Claim]:
     """Test each finding of the paper on this run's statistics (see the module docstring)."""
     rows = layers.sort("layer").to_dicts()
     ids = [r["layer"] for r in rows]
     n_layers = len(rows)
     sep_note = (
-        "windows hold one [SEP], at their end (sentence_separator=none); the paper's separators between sentences "
-        "exist only with --sentence-separator sep" if separator == "none" else ""
+        "windows hold one [SEP], at their end (sentence_separator=none); the paper's separators between sentences exist only with --sentence-separator sep"
+        if separator == "none"
+        else ""
     )
     claims = []
 
     mass = {l: heads.filter(pl.col("layer") == l)["mass_sep_ratio"].to_numpy() for l in ids}
-    claims.append(final_layer_above_earlier(
-        "Final layers' attention focuses on sentence separator tokens",
-        "attention mass on [SEP] / uniform attention's (ratio to chance)", ids,
-        [float(np.nanmean(mass[l])) if np.isfinite(mass[l]).any() else float("nan") for l in ids],
-        [head_bootstrap(mass[l]) for l in ids], "95% bootstrap CI over the layer's heads", sep_note,
-    ))
-    claims.append(final_layer_above_earlier(
-        "Final layers' similarities focus on sentence separator tokens",
-        "share of high pairs pointing at [SEP]/sentence-final punctuation / a random head's (ratio to chance)", ids,
-        [r["separator_share_ratio"] for r in rows], [_ci(r, "separator_share_ratio") for r in rows],
-        "95% bootstrap CI over windows", sep_note,
-    ))
-    claims.append(head_count(
-        "Heads of one layer specialise in different features", "layers whose heads carry >= 2 different specialised labels",
-        heads, rule, _layers_with_mixed_labels, need=math.ceil(n_layers / 2), describe=_label_summary,
-    ))
-    claims.append(head_count(
-        "Some heads specialise in token repetitions", "heads whose repetition share and its ratio to chance pass the thresholds",
-        heads, rule, lambda rs, r: sum(_repetition(x, r) for x in rs), need=1, describe=_best_repetition,
-    ))
-    claims.append(head_count(
-        "Some heads specialise in one frequent anchor token and its context",
-        "heads whose top anchor's share and its ratio to a random head's pass the thresholds",
-        heads, rule, lambda rs, r: sum(_anchor(x, r) for x in rs), need=1, describe=_anchor_tokens,
-    ))
+    claims.append(
+        final_layer_above_earlier(
+            "Final layers' attention focuses on sentence separator tokens",
+            "attention mass on [SEP] / uniform attention's (ratio to chance)",
+            ids,
+            [float(np.nanmean(mass[l])) if np.isfinite(mass[l]).any() else float("nan") for l in ids],
+            [head_bootstrap(mass[l]) for l in ids],
+            "95% bootstrap CI over the layer's heads",
+            sep_note,
+        )
+    )
+    claims.append(
+        final_layer_above_earlier(
+            "Final layers' similarities focus on sentence separator tokens",
+            "share of high pairs pointing at [SEP]/sentence-final punctuation / a random head's (ratio to chance)",
+            ids,
+            [r["separator_share_ratio"] for r in rows],
+            [_ci(r, "separator_share_ratio") for r in rows],
+            "95% bootstrap CI over windows",
+            sep_note,
+        )
+    )
+    claims.append(
+        head_count(
+            "Heads of one layer specialise in different features",
+            "layers whose heads carry >= 2 different specialised labels",
+            heads,
+            rule,
+            _layers_with_mixed_labels,
+            need=math.ceil(n_layers / 2),
+            describe=_label_summary,
+        )
+    )
+    claims.append(
+        head_count(
+            "Some heads specialise in token repetitions",
+            "heads whose repetition share and its ratio to chance pass the thresholds",
+            heads,
+            rule,
+            lambda rs, r: sum(_repetition(x, r) for x in rs),
+            need=1,
+            describe=_best_repetition,
+        )
+    )
+    claims.append(
+        head_count(
+            "Some heads specialise in one frequent anchor token and its context",
+            "heads whose top anchor's share and its ratio to a random head's pass the thresholds",
+            heads,
+            rule,
+            lambda rs, r: sum(_anchor(x, r) for x in rs),
+            need=1,
+            describe=_anchor_tokens,
+        )
+    )
 
     corr = summary.get("layer_distance_correlation", {})
     rho = corr.get("spearman_layer_vs_mean_distance", float("nan"))
     lo, hi = corr.get("ci_low", float("nan")), corr.get("ci_high", float("nan"))
-    claims.append(Claim(
-        "High similarity is long-range in early layers and short-range in late layers",
-        "Spearman rank correlation of layer index with mean high-pair distance", rho, lo, hi,
-        "95% bootstrap CI over windows", "0 (no trend)", above((0.0, 0.0), (lo, hi)),
-        "holds if the whole interval is below 0; does not hold if it is above 0",
-    ))
+    claims.append(
+        Claim(
+            "High similarity is long-range in early layers and short-range in late layers",
+            "Spearman rank correlation of layer index with mean high-pair distance",
+            rho,
+            lo,
+            hi,
+            "95% bootstrap CI over windows",
+            "0 (no trend)",
+            above((0.0, 0.0), (lo, hi)),
+            "holds if the whole interval is below 0; does not hold if it is above 0",
+        )
+    )
     if n_layers >= 2:
         claims += [_first_vs_last(rows, "mean_distance_ratio", False), _first_vs_last(rows, "same_sentence_ratio_matched", True)]
     return claims
@@ -232,10 +288,15 @@ def _first_vs_last(rows: list[dict], name: str, rises: bool) -> Claim:
     side = "above" if rises else "below"
     other = "below" if rises else "above"
     return Claim(
-        finding, f"{statistic}, final layer {last['layer']}", last[name], *l_ci, "95% bootstrap CI over windows",
+        finding,
+        f"{statistic}, final layer {last['layer']}",
+        last[name],
+        *l_ci,
+        "95% bootstrap CI over windows",
         f"first layer {first['layer']}: {number(first[name])} [{number(f_ci[0])}, {number(f_ci[1])}]",
         above(l_ci, f_ci) if rises else above(f_ci, l_ci),
-        f"holds if the final layer's interval is {side} the first layer's; does not hold if it is {other}", "",
+        f"holds if the final layer's interval is {side} the first layer's; does not hold if it is {other}",
+        "",
         f"first layer {against_chance(*f_ci)}, final layer {against_chance(*l_ci)}",
     )
 

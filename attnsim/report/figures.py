@@ -24,8 +24,7 @@ from attnsim.reduce.statistics import LABELS
 # Lightness of these colours in grey (0-255): 40, 81, 128, 165, 202, 244 - distinct without colour too.
 LABEL_COLOURS = dict(zip(LABELS, ("#152a52", "#a0302a", "#d06a1a", "#72b4dc", "#b5dca8", "#f4f4f4")))
 MARKERS = "osD^v<>ph*Xd"
-MASS_PANELS = (("cls", "[CLS]"), ("sep", "[SEP]"), ("punct", "punctuation"), ("self", "self (i -> i)"),
-               ("prev", "previous token"), ("next", "next token"))
+MASS_PANELS = (("cls", "[CLS]"), ("sep", "[SEP]"), ("punct", "punctuation"), ("self", "self (i -> i)"), ("prev", "previous token"), ("next", "next token"))
 
 
 def plain(text: str) -> str:
@@ -58,8 +57,12 @@ def _binned(decay: pl.DataFrame, n_bins: int) -> pl.DataFrame:
     return (
         decay.with_columns(bin=pl.Series(np.searchsorted(edges, decay["distance"].to_numpy(), side="right") - 1))
         .group_by(["layer", "head", "bin"])
-        .agg(pl.col("n_high").sum(), pl.col("n_all").sum(), (pl.col("distance") * pl.col("n_all")).sum().alias("dw"),
-             (pl.col("p_chance") * pl.col("n_all")).sum().alias("e"))
+        .agg(
+            pl.col("n_high").sum(),
+            pl.col("n_all").sum(),
+            (pl.col("distance") * pl.col("n_all")).sum().alias("dw"),
+            (pl.col("p_chance") * pl.col("n_all")).sum().alias("e"),
+        )
         .with_columns(p=pl.col("n_high") / pl.col("n_all"), r=pl.col("n_high") / pl.col("e"), d=pl.col("dw") / pl.col("n_all"))
         .filter((pl.col("n_all") > 0) & (pl.col("e") > 0))
         .sort(["layer", "head", "bin"])
@@ -69,8 +72,12 @@ def _binned(decay: pl.DataFrame, n_bins: int) -> pl.DataFrame:
 def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
     """P(d) / chance per layer (log-log, chance line at 1), and per layer the spread of its heads."""
     b = _binned(decay, n_bins)
-    per_layer = b.group_by(["layer", "bin"]).agg(pl.col("n_high").sum(), pl.col("e").sum(), pl.col("d").first()).with_columns(
-        r=pl.col("n_high") / pl.col("e")).sort(["layer", "bin"])
+    per_layer = (
+        b.group_by(["layer", "bin"])
+        .agg(pl.col("n_high").sum(), pl.col("e").sum(), pl.col("d").first())
+        .with_columns(r=pl.col("n_high") / pl.col("e"))
+        .sort(["layer", "bin"])
+    )
     layers = sorted(b["layer"].unique().to_list())
     n = len(layers)
     cols = 3 if n > 4 else 2
@@ -82,8 +89,13 @@ def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
         g = per_layer.filter(pl.col("layer") == l)
         main.plot(g["d"], g["r"], marker=MARKERS[l % len(MARKERS)], ms=4, lw=1.6, color=layer_colour(l, n), label=f"layer {l}")
     main.axhline(1.0, color="0.4", ls="--", lw=1, label="chance (random head)")
-    main.set(xscale="log", yscale="log", xlabel="distance d = |i - j| (tokens)", ylabel="P(d) / P_chance(d)",
-             title="High-similarity pairs by distance against a random head, per layer")
+    main.set(
+        xscale="log",
+        yscale="log",
+        xlabel="distance d = |i - j| (tokens)",
+        ylabel="P(d) / P_chance(d)",
+        title="High-similarity pairs by distance against a random head, per layer",
+    )
     main.legend(fontsize=8, ncol=2 if n > 6 else 1, title="pooled over heads", title_fontsize=8, loc="lower left")
     main.grid(True, which="major", alpha=0.3)
     _plain_ticks(main)
@@ -111,10 +123,12 @@ def decay_figure(decay: pl.DataFrame, n_bins: int = 24) -> Figure:
 # ------------------------------------------------------------------------------ 2. layers with CIs
 def layer_ci_figure(layers: pl.DataFrame) -> Figure:
     """Per layer, ratios to the random head with 95% bootstrap CIs, and the chance line at 1."""
-    panels = (("mean_distance_ratio", "mean high-pair distance"),
-              ("same_sentence_ratio_matched", "same sentence, at matched distances"),
-              ("repetition_share_ratio", "repetition share"),
-              ("separator_share_ratio", "separator share ([SEP], final punct.)"))
+    panels = (
+        ("mean_distance_ratio", "mean high-pair distance"),
+        ("same_sentence_ratio_matched", "same sentence, at matched distances"),
+        ("repetition_share_ratio", "repetition share"),
+        ("separator_share_ratio", "separator share ([SEP], final punct.)"),
+    )
     fig = Figure(figsize=(15, 4.2), layout="constrained")
     axes = fig.subplots(1, len(panels))
     x = layers["layer"].to_numpy()
@@ -131,8 +145,7 @@ def layer_ci_figure(layers: pl.DataFrame) -> Figure:
             ax.set_ylim(min(0.9, finite.min() * 0.8), max(1.1, finite.max() * 1.1))
         ax.set(title=title, xlabel="layer", ylabel="x a random head (1 = chance)", xticks=x)
         ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle("Per layer, pooled over heads, against a random head (error bars: 95% bootstrap CI over windows; dashed: chance)",
-                 fontsize=11)
+    fig.suptitle("Per layer, pooled over heads, against a random head (error bars: 95% bootstrap CI over windows; dashed: chance)", fontsize=11)
     return fig
 
 
@@ -151,17 +164,22 @@ def head_map_figure(heads: pl.DataFrame) -> Figure:
         anchor = plain(anchor if any(ch.isalnum() for ch in anchor) else f"\u2018{anchor}\u2019")  # a lone '.' stays visible
         share = row["top_anchor_share"]
         text = anchor if share is None or math.isnan(share) else f"{anchor}\n{100 * share:.0f}%"
-        ax.text(row["head"], row["layer"], text, ha="center", va="center", fontsize=7.5,
-                color="white" if grey < 120 else "black")
-    ax.set(xlim=(-0.5, n_heads - 0.5), ylim=(n_layers - 0.5, -0.5), xlabel="head", ylabel="layer",
-           xticks=range(n_heads), yticks=range(n_layers))
+        ax.text(row["head"], row["layer"], text, ha="center", va="center", fontsize=7.5, color="white" if grey < 120 else "black")
+    ax.set(xlim=(-0.5, n_heads - 0.5), ylim=(n_layers - 0.5, -0.5), xlabel="head", ylabel="layer", xticks=range(n_heads), yticks=range(n_layers))
     ax.set_aspect("auto")
     ax.tick_params(length=0)
     counts = heads["label"].value_counts()
     count = dict(zip(counts["label"].to_list(), counts["count"].to_list()))
     handles = [_rect(0, 0, LABEL_COLOURS[lab]) for lab in LABELS]
-    ax.legend(handles, [f"{lab} ({count.get(lab, 0)})" for lab in LABELS], loc="upper center",
-              bbox_to_anchor=(0.5, -0.09 if n_layers > 8 else -0.16), ncol=len(LABELS), fontsize=8, frameon=False)
+    ax.legend(
+        handles,
+        [f"{lab} ({count.get(lab, 0)})" for lab in LABELS],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.09 if n_layers > 8 else -0.16),
+        ncol=len(LABELS),
+        fontsize=8,
+        frameon=False,
+    )
     ax.set_title("Head specialisation: colour = label, text = top anchor token and its share of high pairs", fontsize=10)
     return fig
 
@@ -199,8 +217,10 @@ def attention_mass_figure(heads: pl.DataFrame) -> Figure:
     for ax in axes[1]:
         ax.set_xlabel("layer")
     axes[0, 0].legend(fontsize=8, loc="upper right")
-    fig.suptitle("Where attention goes (Clark et al. 2019 statistics), mean over real query tokens and windows, "
-                 "against uniform attention over the window's tokens", fontsize=11)
+    fig.suptitle(
+        "Where attention goes (Clark et al. 2019 statistics), mean over real query tokens and windows, against uniform attention over the window's tokens",
+        fontsize=11,
+    )
     return fig
 
 
@@ -209,7 +229,7 @@ def similarity_axes(ax, values: np.ndarray, tokens: list[str], sentence_id: np.n
     """One S heatmap with tokens on both axes and lines at sentence boundaries; returns the image."""
     cmap = colormaps["cividis"].with_extremes(bad="#d9d9d9")
     finite = values[np.isfinite(values)]
-    vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+    vmin, vmax = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest", aspect="equal")
     n = len(tokens)
     step = max(1, math.ceil(n / 150))  # beyond ~150 labels per axis they overlap: label every step-th token
@@ -228,8 +248,7 @@ def similarity_axes(ax, values: np.ndarray, tokens: list[str], sentence_id: np.n
     return image
 
 
-def similarity_figure(panels: list[dict], kind: str, suptitle: str, inch_per_token: float = 0.1,
-                      max_side: float = 7.0, fontsize: float = 6.5) -> Figure:
+def similarity_figure(panels: list[dict], kind: str, suptitle: str, inch_per_token: float = 0.1, max_side: float = 7.0, fontsize: float = 6.5) -> Figure:
     """panels: dicts with values, tokens, sentence_id, title. One heatmap per head, own colour scale.
 
     Laid out by hand in inches (not constrained layout, which measures every one of the hundreds of

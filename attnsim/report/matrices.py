@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 
 from attnsim.config import RunConfig
-from attnsim.store.dataset import SimilarityStore, open_store
 from attnsim.errors import UserError
 from attnsim.report.figures import similarity_figure
+from attnsim.store.dataset import SimilarityStore, open_store
 
 MAX_SHOWN = 60  # tokens per axis: beyond this, token labels get too small to read in a 2 x 2 figure
 SCAN = 256  # windows looked at when choosing one (the first shards only: cheap on any store size)
@@ -86,8 +86,7 @@ def recompute_dense(store: SimilarityStore, cfg: RunConfig, window: int) -> np.n
             f"model {cfg.model!r} now has weights {loaded.weights_hash}, the store was made with "
             f"{store.meta.model.weights_sha256}; S cannot be recomputed faithfully"
         )
-    computer = UnitComputer(loaded, kind=store.kind, k=store.meta.k, tiers=("dense",),
-                            token_classes=store.meta.token_classes, batch_size=1)
+    computer = UnitComputer(loaded, kind=store.kind, k=store.meta.k, tiers=("dense",), token_classes=store.meta.token_classes, batch_size=1)
     row = slice(window, window + 1)
     out = computer.compute(store.root["input_ids"][row], store.root["sentence_id"][row], store.root["length"][row])
     n = store.length(window)
@@ -111,10 +110,14 @@ def example_panels(store: SimilarityStore, cfg: RunConfig, window: int, stop: in
             source = {"dense": "read from the store's dense tier", "vectors": "computed from the stored head vectors"}[s.source]
         row = labels.get((layer, head), {})
         anchor = f" '{row['top_anchor']}'" if row.get("label") == "anchor" else ""
-        panels.append({
-            "values": values[:stop, :stop], "tokens": tokens, "sentence_id": sentence,
-            "title": f"layer {layer}, head {head}: {row.get('label', '?')}{anchor} head",
-        })
+        panels.append(
+            {
+                "values": values[:stop, :stop],
+                "tokens": tokens,
+                "sentence_id": sentence,
+                "title": f"layer {layer}, head {head}: {row.get('label', '?')}{anchor} head",
+            }
+        )
     return panels, source
 
 
@@ -123,19 +126,23 @@ def default_png(window: int, layer: int, head: int) -> str:
     return f"inspect_w{window}_l{layer}_h{head}.png"
 
 
-def inspect_head(console: Console, url: str, window: int, layer: int, head: int, png: str | None = None,
-                 top: int = 5, recompute: bool = False) -> str:
+def inspect_head(console: Console, url: str, window: int, layer: int, head: int, png: str | None = None, top: int = 5, recompute: bool = False) -> str:
     """Print each token's top neighbours and write the heatmap of S; returns the PNG path."""
     store = open_store(url)
     s = store.similarity(window, layer, head)
-    values, source = s.values, {"dense": "the stored dense tier", "vectors": "the stored head vectors",
-                                "topk": "the stored top-k only (grey: not stored)"}[s.source]
+    values, source = (
+        s.values,
+        {"dense": "the stored dense tier", "vectors": "the stored head vectors", "topk": "the stored top-k only (grey: not stored)"}[s.source],
+    )
     if s.sparse and recompute:
         values = recompute_dense(store, RunConfig.from_dict(store.meta.config), window)[layer, head]
         source = "the model, run again on this window"
     doc = int(store.root["doc_id"][window])
-    console.print(f"[bold]{store.url}[/] window {window} (document {doc}, {len(s.tokens)} tokens), layer {layer}, head {head}; "
-                  f"S = {'v_i · v_j' if store.kind == 'dot' else 'cos(v_i, v_j)'} from {source}", highlight=False)
+    console.print(
+        f"[bold]{store.url}[/] window {window} (document {doc}, {len(s.tokens)} tokens), layer {layer}, head {head}; "
+        f"S = {'v_i · v_j' if store.kind == 'dot' else 'cos(v_i, v_j)'} from {source}",
+        highlight=False,
+    )
     console.print(f"text: {store.text(window)}", highlight=False, soft_wrap=True)
     table = Table(header_style="bold", title=f"top {top} neighbours of each token (j token S[i, j])")
     for col in ("i", "token", "sentence", "neighbours"):
@@ -149,8 +156,9 @@ def inspect_head(console: Console, url: str, window: int, layer: int, head: int,
     console.print(table)
 
     panel = {"values": values, "tokens": s.tokens, "sentence_id": s.sentence_id, "title": f"layer {layer}, head {head}: S from {source}"}
-    fig = similarity_figure([panel], store.kind, f"{store.meta.model.name}, window {window} (document {doc})",
-                            inch_per_token=0.12, max_side=28.0, fontsize=6.5 if n <= 150 else 5.0)
+    fig = similarity_figure(
+        [panel], store.kind, f"{store.meta.model.name}, window {window} (document {doc})", inch_per_token=0.12, max_side=28.0, fontsize=6.5 if n <= 150 else 5.0
+    )
     png = png or default_png(window, layer, head)
     fig.savefig(png, dpi=100)
     console.print(f"heatmap written to {png}")

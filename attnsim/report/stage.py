@@ -19,11 +19,11 @@ import logging
 import fsspec
 import polars as pl
 
-from attnsim.report.numbers import number, with_interval
-from attnsim.report.claims import RULE, evaluate
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
+from attnsim.report.claims import RULE, evaluate
 from attnsim.report.figures import attention_mass_figure, decay_figure, head_map_figure, layer_ci_figure, similarity_figure
+from attnsim.report.numbers import number, with_interval
 from attnsim.report.render import Doc
 
 log = logging.getLogger("attnsim")
@@ -53,14 +53,19 @@ def _png(fig) -> bytes:
 def _settings(cfg: RunConfig, summary: dict, store) -> list[list[str]]:
     m, c = summary["model"], summary["corpus"]
     rows = [
-        ["model", f"`{m['name']}` ({m['model_type']}, {m['layers']} layers x {m['heads']} heads, head size {m['head_size']}, "
-                  f"weights sha256 `{m['weights_sha256']}`)"],
-        ["corpus", f"`{c['spec']}`: {c['documents']} documents, {c['windows']} windows, {c['tokens']} tokens "
-                   f"(fingerprint `{c['fingerprint']}`)"],
+        [
+            "model",
+            f"`{m['name']}` ({m['model_type']}, {m['layers']} layers x {m['heads']} heads, head size {m['head_size']}, weights sha256 `{m['weights_sha256']}`)",
+        ],
+        ["corpus", f"`{c['spec']}`: {c['documents']} documents, {c['windows']} windows, {c['tokens']} tokens (fingerprint `{c['fingerprint']}`)"],
         ["windows", f"at most {cfg.max_tokens} tokens, whole sentences, separator between sentences `{cfg.sentence_separator}`"],
         ["similarity", f"`{summary['similarity_kind']}` of head output vectors (before W_O)"],
-        ["high pairs", f"each token's top k = {summary['k']} neighbours" if summary["high_mode"] == "topk"
-         else f"S above the head's corpus quantile {summary['quantile']}"],
+        [
+            "high pairs",
+            f"each token's top k = {summary['k']} neighbours"
+            if summary["high_mode"] == "topk"
+            else f"S above the head's corpus quantile {summary['quantile']}",
+        ],
         ["bootstrap", f"{summary['bootstrap']} Poisson replicates over windows, seed {cfg.seed}"],
         ["head-label thresholds", ", ".join(f"{k} {v:g}" for k, v in cfg.labels.model_dump().items())],
         ["tiers in the store", ", ".join(store.tiers) if store is not None else "store not readable"],
@@ -73,11 +78,16 @@ def _settings(cfg: RunConfig, summary: dict, store) -> list[list[str]]:
 
 def _claims_section(doc: Doc, claims) -> None:
     doc.heading("Claims of the paper, tested on this run")
-    doc.para("Each finding of Halevi et al. (arXiv 2512.21956) is tested by a statistic of this run. "
-             "The table is computed from `stats/` by `attnsim/report/claims.py`; rerunning the report recomputes it.")
+    doc.para(
+        "Each finding of Halevi et al. (arXiv 2512.21956) is tested by a statistic of this run. "
+        "The table is computed from `stats/` by `attnsim/report/claims.py`; rerunning the report recomputes it."
+    )
     rows = [[c.finding, c.statistic, c.value_text(), c.interval, c.compared, c.chance or "-", c.verdict] for c in claims]
-    doc.table(["finding", "statistic on this run", "value [interval]", "interval", "compared with", "against chance", "verdict"],
-              rows, classes={6: lambda v: VERDICT_CLASS.get(v, "")})
+    doc.table(
+        ["finding", "statistic on this run", "value [interval]", "interval", "compared with", "against chance", "verdict"],
+        rows,
+        classes={6: lambda v: VERDICT_CLASS.get(v, "")},
+    )
     doc.para("**Verdict rule.** " + RULE)
     doc.bullets([f"{c.finding} ({c.statistic}): {c.rule}." + (f" Note: {c.note}." if c.note else "") for c in claims])
 
@@ -105,14 +115,17 @@ def _example_figure(doc: Doc, cfg: RunConfig, store, heads: pl.DataFrame, window
     shown = f"tokens 0-{stop - 1} of {n}" if stop < n else f"all {n} tokens"
     fig = similarity_figure(panels, store.kind, f"Context similarity S on window {window} ({shown}), document {int(store.root['doc_id'][window])}")
     files["similarity_examples.png"] = _png(fig)
-    doc.figure("similarity_examples.png", files["similarity_examples.png"],
-               f"Figure 5. Context similarity matrices S on window {window} ({shown}) of "
-               + "; ".join(p["title"] for p in panels) + f". S {source}. "
-               "Rows: token i, columns: token j; dashed lines: sentence boundaries ([CLS]/[SEP] count as their own segment). "
-               "Each panel has its own colour scale (1st-99th percentile). The text shown: "
-               f"\"{store.tokenizer.decode(store.input_ids(window)[:stop].tolist(), skip_special_tokens=True)}\"")
+    doc.figure(
+        "similarity_examples.png",
+        files["similarity_examples.png"],
+        f"Figure 5. Context similarity matrices S on window {window} ({shown}) of " + "; ".join(p["title"] for p in panels) + f". S {source}. "
+        "Rows: token i, columns: token j; dashed lines: sentence boundaries ([CLS]/[SEP] count as their own segment). "
+        "Each panel has its own colour scale (1st-99th percentile). The text shown: "
+        f'"{store.tokenizer.decode(store.input_ids(window)[:stop].tolist(), skip_special_tokens=True)}"',
+    )
 
 
+# long: the report's sections in reading order
 def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window=None, picks=None) -> tuple[Doc, dict[str, bytes]]:
     from attnsim.store.dataset import open_store
 
@@ -124,14 +137,16 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
         store = None
     m, c = summary["model"], summary["corpus"]
     doc = Doc(f"attnsim report: {m['name']} on {c['spec']}")
-    doc.para(f"How the {m['layers'] * m['heads']} self-attention heads of `{m['name']}` behave over {c['windows']} windows of "
-             f"the corpus `{c['spec']}`, measured by the context similarity S[i, j] = v_i · v_j of each head's output vectors "
-             "(Halevi et al., \"Self-attention vector output similarities reveal how machines pay attention\", arXiv 2512.21956). "
-             "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in docs/design.md. "
-             "Every share or mean is also given against chance: divided by what a *random head* scores, one that draws each "
-             "token's neighbours uniformly from the same candidates (its expectation computed exactly per window, "
-             "`attnsim/reduce/chance.py`); 1 is chance level. The raw numbers stay beside the ratios in `stats/` for "
-             "comparison with the paper, but only the ratios say whether a head prefers anything.")
+    doc.para(
+        f"How the {m['layers'] * m['heads']} self-attention heads of `{m['name']}` behave over {c['windows']} windows of "
+        f"the corpus `{c['spec']}`, measured by the context similarity S[i, j] = v_i · v_j of each head's output vectors "
+        '(Halevi et al., "Self-attention vector output similarities reveal how machines pay attention", arXiv 2512.21956). '
+        "A pair (i, j) is high when j is among i's most similar tokens; statistics are defined in docs/design.md. "
+        "Every share or mean is also given against chance: divided by what a *random head* scores, one that draws each "
+        "token's neighbours uniformly from the same candidates (its expectation computed exactly per window, "
+        "`attnsim/reduce/chance.py`); 1 is chance level. The raw numbers stay beside the ratios in `stats/` for "
+        "comparison with the paper, but only the ratios say whether a head prefers anything."
+    )
     doc.heading("Run settings")
     doc.table(["setting", "value"], _settings(cfg, summary, store))
     _claims_section(doc, evaluate(layers, heads, summary, cfg.labels, cfg.sentence_separator))
@@ -139,28 +154,36 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
     doc.heading("Figures")
     files: dict[str, bytes] = {}
     captions = {
-        "distance_decay.png": (decay_figure(decay),
+        "distance_decay.png": (
+            decay_figure(decay),
             "Figure 1. Distance decay against chance: the probability P(d) that a pair of tokens d apart is a high-similarity "
             "pair, divided by a random head's (dashed line: 1), log-log, distances grouped in log-spaced bins. A random head's "
             "raw P(d) falls with d too (short windows hold only short distances and give each pair a higher chance); its ratio "
-            "is flat. Left: one line per layer (pooled over its heads). Right: per layer, every head (grey) and the layer (black)."),
-        "layer_statistics.png": (layer_ci_figure(layers),
+            "is flat. Left: one line per layer (pooled over its heads). Right: per layer, every head (grey) and the layer (black).",
+        ),
+        "layer_statistics.png": (
+            layer_ci_figure(layers),
             "Figure 2. Per layer, each as a ratio to a random head (dashed line: 1 = chance), with 95% bootstrap CIs over "
             "windows: mean distance of high pairs; same-sentence pairs over their expectation at the head's own distances "
             "(locality alone scores 1); share of repeated-token pairs; share of pairs pointing at [SEP] or sentence-final "
-            "punctuation."),
-        "head_map.png": (head_map_figure(heads),
+            "punctuation.",
+        ),
+        "head_map.png": (
+            head_map_figure(heads),
             "Figure 3. Head specialisation by the label rule of `attnsim/reduce/statistics.py` (thresholds in Run settings; "
             "every label needs a ratio to a random head, `local` a concentration of P(d)/chance at small d, `sentence` the "
             "distance-matched same-sentence ratio); "
-            "text: each head's top anchor token (most frequent target of its high pairs) and its share of them."),
-        "attention_mass.png": (attention_mass_figure(heads),
+            "text: each head's top anchor token (most frequent target of its high pairs) and its share of them.",
+        ),
+        "attention_mass.png": (
+            attention_mass_figure(heads),
             "Figure 4. Mean attention weight a real query token ([CLS]/[SEP] are keys only) gives to [CLS], [SEP], "
-            "punctuation, itself, the previous and the next token (Clark et al. 2019, \"What does BERT look at?\"), divided "
+            'punctuation, itself, the previous and the next token (Clark et al. 2019, "What does BERT look at?"), divided '
             "by what uniform attention over the window's tokens gives (dashed line: 1); grey dots: heads, black: layer mean. "
             "For comparison, Clark et al. report for BERT-base that early layers attend to [CLS], over half the attention "
             "of layers 6-10 goes to [SEP], late layers attend to periods and commas, and a few heads attend "
-            "almost entirely to the previous or next token."),
+            "almost entirely to the previous or next token.",
+        ),
     }
     for name, (fig, caption) in captions.items():
         files[name] = _png(fig)
@@ -174,27 +197,59 @@ def build(cfg: RunConfig, tables: dict[str, pl.DataFrame], summary: dict, window
 
 def _per_layer_section(doc: Doc, layers: pl.DataFrame) -> None:
     doc.heading("Per layer")
-    doc.para("Pooled over the layer's heads; [95% bootstrap CI over windows]. Ratios are to a random head (1 = chance); "
-             "mean distance in tokens, then its ratio; the raw same-sentence enrichment (share over the share among all "
-             "pairs, the paper's kind of number) beside the distance-matched ratio; attention mass: mean over heads of "
-             "mass / uniform attention's.")
+    doc.para(
+        "Pooled over the layer's heads; [95% bootstrap CI over windows]. Ratios are to a random head (1 = chance); "
+        "mean distance in tokens, then its ratio; the raw same-sentence enrichment (share over the share among all "
+        "pairs, the paper's kind of number) beside the distance-matched ratio; attention mass: mean over heads of "
+        "mass / uniform attention's."
+    )
     label_cols = [col for col in layers.columns if col.startswith("heads_")]
     rows = []
     for r in layers.sort("layer").iter_rows(named=True):
         labels = ", ".join(f"{col[6:]} {r[col]}" for col in label_cols if r[col])
-        rows.append([r["layer"], number(r["mean_distance"]), with_interval(r, "mean_distance_ratio"), number(r["decay_length"]),
-                     number(r["same_sentence_enrichment"]), with_interval(r, "same_sentence_ratio_matched"), with_interval(r, "repetition_share_ratio"),
-                     f"{number(r['separator_share'])} ({number(r['separator_share_ratio'])}x)", number(r["mass_cls_ratio"]),
-                     number(r["mass_sep_ratio"]), number(r["mass_punct_ratio"]), labels, r["distinct_top_anchors"]])
-    doc.table(["layer", "mean distance", "its ratio", "decay length (ratio fit)", "same-sent. enr. (raw)", "same-sent. matched",
-               "repetition ratio", "separator share (ratio)", "mass [CLS] ratio", "mass [SEP] ratio", "mass punct. ratio",
-               "head labels", "distinct top anchors"], rows)
+        rows.append(
+            [
+                r["layer"],
+                number(r["mean_distance"]),
+                with_interval(r, "mean_distance_ratio"),
+                number(r["decay_length"]),
+                number(r["same_sentence_enrichment"]),
+                with_interval(r, "same_sentence_ratio_matched"),
+                with_interval(r, "repetition_share_ratio"),
+                f"{number(r['separator_share'])} ({number(r['separator_share_ratio'])}x)",
+                number(r["mass_cls_ratio"]),
+                number(r["mass_sep_ratio"]),
+                number(r["mass_punct_ratio"]),
+                labels,
+                r["distinct_top_anchors"],
+            ]
+        )
+    doc.table(
+        [
+            "layer",
+            "mean distance",
+            "its ratio",
+            "decay length (ratio fit)",
+            "same-sent. enr. (raw)",
+            "same-sent. matched",
+            "repetition ratio",
+            "separator share (ratio)",
+            "mass [CLS] ratio",
+            "mass [SEP] ratio",
+            "mass punct. ratio",
+            "head labels",
+            "distinct top anchors",
+        ],
+        rows,
+    )
 
 
 def _anchors_section(doc: Doc, heads: pl.DataFrame, anchors: pl.DataFrame) -> None:
     doc.heading("Top anchors per head")
-    doc.para("The most frequent targets j of each head's high pairs: token (share of the head's high pairs, ratio = share / "
-             "a random head's expected share of that token, i.e. its expected in-degree).")
+    doc.para(
+        "The most frequent targets j of each head's high pairs: token (share of the head's high pairs, ratio = share / "
+        "a random head's expected share of that token, i.e. its expected in-degree)."
+    )
     top = anchors.sort(["layer", "head", "count"], descending=[False, False, True]).group_by(["layer", "head"], maintain_order=True).head(3)
     listed = {(l, h): g for (l, h), g in top.group_by(["layer", "head"], maintain_order=True)}
     rows = []

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-
 from rich.console import Console
 from rich.table import Table
 
-from attnsim.report.numbers import number, with_interval
 from attnsim.config import RunConfig
 from attnsim.reduce.stage import stats_paths
+from attnsim.report.numbers import number, with_interval
 from attnsim.store.io import completed_units, open_store, read_meta, unit_environments
 
 
@@ -23,10 +22,8 @@ def _ci(row: dict, name: str, digits: int = 2) -> str:
 
 def print_layer_table(console: Console, summary: dict, anchors_by_layer: dict | None = None) -> None:
     """Per layer: the raw mean distance, then every statistic as a ratio to a random head (1 = chance)."""
-    table = Table(title="per layer (pooled over heads; x = ratio to a random head, 1 = chance; [95% bootstrap CI])",
-                  header_style="bold")
-    columns = ("layer", "mean dist", "dist x", "same-sent x (matched)", "repeat x", "sep share (x)", "mass [CLS] x",
-               "mass [SEP] x", "labels", "top anchors")
+    table = Table(title="per layer (pooled over heads; x = ratio to a random head, 1 = chance; [95% bootstrap CI])", header_style="bold")
+    columns = ("layer", "mean dist", "dist x", "same-sent x (matched)", "repeat x", "sep share (x)", "mass [CLS] x", "mass [SEP] x", "labels", "top anchors")
     for col in columns:
         table.add_column(col, justify="right" if col not in ("labels", "top anchors") else "left")
     for row in summary["layers"]:

@@ -50,9 +50,19 @@ def make_config(*, layers: str, heads: str | None, head_stats: str | None, head_
     return SegmentConfig(layers=parse_layers(layers), heads=chosen, **rest)
 
 
-def segment_command(console, *, source: str | None, corpus: str | None, model: str, jsonl: str | None,
-                    n_segments: int | None, cfg: SegmentConfig, text_column: str, one_per_line: bool,
-                    segments_column: str | None = None) -> None:
+def segment_command(  # long: keyword-only options of the command, one a line
+    console,
+    *,
+    source: str | None,
+    corpus: str | None,
+    model: str,
+    jsonl: str | None,
+    n_segments: int | None,
+    cfg: SegmentConfig,
+    text_column: str,
+    one_per_line: bool,
+    segments_column: str | None = None,
+) -> None:
     """Segment one text (a file, or - for stdin) or every document of a corpus.
 
     ``segments_column``: each document of a .jsonl/.parquet corpus gives its own segment count there.
@@ -117,23 +127,29 @@ def _emit(console, segmenter, docs, n_segments: list[int | None], out, quiet) ->
             console.print(p.text, highlight=False, markup=False)
 
 
-def eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samples: int, seed: int,
-                 json_path: str | None, text_column: str, one_per_line: bool) -> None:
+def eval_command(
+    console, *, corpus: str, model: str, cfg: SegmentConfig, n_samples: int, seed: int, json_path: str | None, text_column: str, one_per_line: bool
+) -> None:
     """Print (and optionally save) the Pk / WindowDiff table of attnsim, TextTiling and random."""
     from rich.table import Table
 
     from attnsim.model.loading import load_model
-    from attnsim.segment.evaluate import METHODS, SUBSETS, corpus_sentences, evaluate
     from attnsim.prepare.sources import read_documents
     from attnsim.prepare.windows import SentenceSplitter
+    from attnsim.segment.evaluate import METHODS, SUBSETS, corpus_sentences, evaluate
 
     if n_samples < 1:
         raise UserError(f"--samples {n_samples} must be at least 1")
     started = time.time()
     documents = corpus_sentences(read_documents(corpus, text_column=text_column, one_per_line=one_per_line), SentenceSplitter())
     segmenter = Segmenter(load_model(model), cfg)
-    rows = evaluate(segmenter, documents, n_samples=n_samples, seed=seed,
-                    progress=lambda name: console.print(f"subset {name} done ({time.time() - started:.0f} s)", style="dim"))
+    rows = evaluate(
+        segmenter,
+        documents,
+        n_samples=n_samples,
+        seed=seed,
+        progress=lambda name: console.print(f"subset {name} done ({time.time() - started:.0f} s)", style="dim"),
+    )
     table = Table(title=f"Pk / WindowDiff (lower is better) · {n_samples} samples per subset · corpus {corpus} · seed {seed}")
     table.add_column("method", no_wrap=True)
     for name in SUBSETS:
@@ -145,18 +161,28 @@ def eval_command(console, *, corpus: str, model: str, cfg: SegmentConfig, n_samp
         count = sum(r.boundaries for r in mine) / max(len(mine), 1)
         table.add_row(method, *[cells.get(name, "") for name in SUBSETS], f"{count:.1f}")
     console.print(table)
-    console.print(f"heads: {', '.join(f'{l}:{h}' for l, h in segmenter.heads)} · {cfg.similarity} · block {cfg.block} · "
-                  f"{'one sentence per window' if not cfg.window else f'{cfg.window}-token windows'} · {time.time() - started:.0f} s",
-                  highlight=False)
+    console.print(
+        f"heads: {', '.join(f'{l}:{h}' for l, h in segmenter.heads)} · {cfg.similarity} · block {cfg.block} · "
+        f"{'one sentence per window' if not cfg.window else f'{cfg.window}-token windows'} · {time.time() - started:.0f} s",
+        highlight=False,
+    )
     console.print("boundaries: mean predicted per sample over the subsets (the truth has 9)", style="dim")
     if json_path:
-        payload = {"corpus": corpus, "model": model, "samples": n_samples, "seed": seed, "config": cfg.__dict__,
-                   "heads": segmenter.heads, "rows": [r.__dict__ for r in rows]}
+        payload = {
+            "corpus": corpus,
+            "model": model,
+            "samples": n_samples,
+            "seed": seed,
+            "config": cfg.__dict__,
+            "heads": segmenter.heads,
+            "rows": [r.__dict__ for r in rows],
+        }
         Path(json_path).write_text(json.dumps(payload, indent=2))
 
 
-def structured_eval_command(console, *, corpus: str | None, model: str, cfg: SegmentConfig, n_samples: int, seed: int,
-                            json_path: str | None, segments_column: str | None) -> None:
+def structured_eval_command(
+    console, *, corpus: str | None, model: str, cfg: SegmentConfig, n_samples: int, seed: int, json_path: str | None, segments_column: str | None
+) -> None:
     """Pk / WindowDiff on real structured documents (a built-in set or the user's), sections as truth."""
     import hashlib
 
@@ -187,10 +213,20 @@ def structured_eval_command(console, *, corpus: str | None, model: str, cfg: Seg
     for r in rows:
         table.add_row(r.method, f"{r.pk:.3f}", f"{r.windowdiff:.3f}", f"{r.boundaries:.1f}")
     console.print(table)
-    console.print(f"boundaries: mean predicted per document (the truth has {truth:.1f}) · cutoff {cfg.cutoff} "
-                  f"{cfg.threshold} σ · min fraction {cfg.fraction} · {time.time() - started:.0f} s", highlight=False)
+    console.print(
+        f"boundaries: mean predicted per document (the truth has {truth:.1f}) · cutoff {cfg.cutoff} "
+        f"{cfg.threshold} σ · min fraction {cfg.fraction} · {time.time() - started:.0f} s",
+        highlight=False,
+    )
     if json_path:
-        payload = {"corpus": corpus, "model": model, "documents": [s.name for s in samples], "seed": seed,
-                   "config": cfg.__dict__, "heads": segmenter.heads, "truth_boundaries": truth,
-                   "rows": [r.__dict__ for r in rows]}
+        payload = {
+            "corpus": corpus,
+            "model": model,
+            "documents": [s.name for s in samples],
+            "seed": seed,
+            "config": cfg.__dict__,
+            "heads": segmenter.heads,
+            "truth_boundaries": truth,
+            "rows": [r.__dict__ for r in rows],
+        }
         Path(json_path).write_text(json.dumps(payload, indent=2))

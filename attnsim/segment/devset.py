@@ -85,8 +85,7 @@ def sections_of(markup: str, *, markdown: bool) -> list[tuple[int, str, str]]:
             pass  # inside a reST literal block or directive body (indented past its opener)
         elif markdown and _ATX.match(line):
             out.append((len(_ATX.match(line)[1]), line.strip("# \n"), []))
-        elif line.strip() and _UNDERLINE.match(nxt) and len(nxt.strip()) >= len(line.strip()) * 0.6 \
-                and not _UNDERLINE.match(line):
+        elif line.strip() and _UNDERLINE.match(nxt) and len(nxt.strip()) >= len(line.strip()) * 0.6 and not _UNDERLINE.match(line):
             mark = nxt.strip()[0]
             styles += [] if mark in styles else [mark]
             level = {"=": 1, "-": 2}.get(mark, 3) if markdown else styles.index(mark) + 1

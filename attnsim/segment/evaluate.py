@@ -35,9 +35,7 @@ class Sample:
     name: str = ""  # the source document of a structured sample
 
 
-def build_samples(
-    documents: list[list[str]], n_range: tuple[int, int], n_samples: int, seed: int, subset: int = 0, segments: int = 10
-) -> list[Sample]:
+def build_samples(documents: list[list[str]], n_range: tuple[int, int], n_samples: int, seed: int, subset: int = 0, segments: int = 10) -> list[Sample]:
     """Choi-style samples: each of ``segments`` pieces is the first n sentences of a different document."""
     lo, hi = n_range
     if not 1 <= lo <= hi:

@@ -28,10 +28,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnsim.model.loading import LoadedModel
-from attnsim.model.taps import head_taps
 from attnsim.model.kernels import split_heads
+from attnsim.model.loading import LoadedModel
 from attnsim.model.similarity import as_kind
+from attnsim.model.taps import head_taps
 
 
 def plan_windows(lengths: list[int], capacity: int) -> list[tuple[int, int]]:

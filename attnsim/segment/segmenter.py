@@ -159,8 +159,9 @@ def least_segment(n: int, min_segment: int, fraction: float) -> int:
     return max(min_segment, int(round(fraction * n)))
 
 
-def choose_boundaries(scores: np.ndarray, n_segments: int | None = None, min_segment: int = 2, *,
-                      cutoff: str = "depth", threshold: float = 2.5, fraction: float = 0.0) -> list[int]:
+def choose_boundaries(
+    scores: np.ndarray, n_segments: int | None = None, min_segment: int = 2, *, cutoff: str = "depth", threshold: float = 2.5, fraction: float = 0.0
+) -> list[int]:
     """Gaps where a segment ends: deep valleys of the cohesion curve (see the module docstring).
 
     cutoff "depth": valleys at least ``threshold`` standard deviations (of this curve) deep;
@@ -222,8 +223,14 @@ class Segmenter:
         """Cohesion curve of each text given as sentences, (n_sentences - 1,) each."""
         c = self.cfg
         vecs = sentence_vectors(
-            self.loaded, texts, self.heads, kind=c.similarity, window=c.window,
-            max_tokens=c.max_tokens, batch_tokens=c.batch_tokens, cache=cache,
+            self.loaded,
+            texts,
+            self.heads,
+            kind=c.similarity,
+            window=c.window,
+            max_tokens=c.max_tokens,
+            batch_tokens=c.batch_tokens,
+            cache=cache,
         )
         return [gap_scores(v, max(c.block, int(round(c.block_fraction * len(v))))) for v in vecs]
 

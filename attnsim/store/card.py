@@ -84,7 +84,7 @@ def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, .
         "",
         f"Context similarity of every self-attention head of **{m['name']}** over the corpus **{c['spec']}**: "
         f"for each window of text, each head's output vector v_i per token and S[i, j] = v_i · v_j "
-        f"(method of Halevi et al., \"Self-attention vector output similarities reveal how machines pay attention\", "
+        f'(method of Halevi et al., "Self-attention vector output similarities reveal how machines pay attention", '
         f"arXiv 2512.21956). Made by attnsim {attrs.get('code_version')} (store format v{attrs['format_version']}, Zarr v3).",
         "",
         "## What is inside",

@@ -86,9 +86,7 @@ def create_store(url: str, layout: Layout, attrs: dict) -> zarr.Group:
             fill_value=spec["fill"],
             dimension_names=spec["dims"],
             filters=FILTERS.get(name, ()),
-            compressors=BloscCodec(
-                cname="zstd", clevel=COMPRESSION_LEVEL, shuffle=BloscShuffle.shuffle, typesize=itemsize, blocksize=BLOCK_BYTES.get(name, 0)
-            ),
+            compressors=BloscCodec(cname="zstd", clevel=COMPRESSION_LEVEL, shuffle=BloscShuffle.shuffle, typesize=itemsize, blocksize=BLOCK_BYTES.get(name, 0)),
         )
     root.attrs.update(
         {
@@ -143,9 +141,7 @@ def unit_checksum(arrays: dict[str, np.ndarray], algorithm: str = CHECKSUM_ALGOR
     return sha.hexdigest() if algorithm == "sha256" else f"{crc:08x}"
 
 
-def write_unit(
-    root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None
-) -> None:
+def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None) -> None:
     """Write whole shards of the given arrays for one unit; no other writer touches them.
 
     Shards of attnsim's usual layout are encoded here and stored as one object each (`shards.py`:

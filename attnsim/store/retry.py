@@ -30,7 +30,8 @@ def _client_transient_types() -> tuple[type, ...]:
     """Connection-level errors of the object-store clients, where they are installed."""
     found: list[type] = []
     try:
-        from botocore.exceptions import ConnectionError as BotoConnectionError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
 
         found += [BotoConnectionError, HTTPClientError]
     except ImportError:
@@ -73,7 +74,12 @@ def with_retries(fn: Callable[[], T], what: str, delays: tuple[float, ...] | Non
                 raise
             log.warning(
                 "writing %s failed (%s: %s); try %d of %d in %.1f s",
-                what, type(e).__name__, str(e)[:160], attempt + 2, len(delays) + 1, delay,
+                what,
+                type(e).__name__,
+                str(e)[:160],
+                attempt + 2,
+                len(delays) + 1,
+                delay,
             )
             time.sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, describe_environment, completed_units, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, completed_units, describe_environment, open_store, read_marker, read_unit, unit_checksum
 from attnsim.store.meta import TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
 
 

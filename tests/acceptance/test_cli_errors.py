@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 

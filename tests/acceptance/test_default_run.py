@@ -24,8 +24,16 @@ def default_run(tmp_path_factory):
 def test_run_prints_summary_and_paths(default_run):
     out, r = default_run
     assert "per layer" in r.stdout and "mean dist" in r.stdout
-    for path in ("store.zarr", "stats/head_stats.parquet", "stats/distance_decay.parquet", "stats/anchors.parquet",
-                 "stats/layer_summary.parquet", "stats/summary.json", "report/report.html", "report/head_map.png"):
+    for path in (
+        "store.zarr",
+        "stats/head_stats.parquet",
+        "stats/distance_decay.parquet",
+        "stats/anchors.parquet",
+        "stats/layer_summary.parquet",
+        "stats/summary.json",
+        "report/report.html",
+        "report/head_map.png",
+    ):
         assert (out / path).exists(), path
         if not path.startswith("report/"):
             assert path.split("/")[-1] in r.stdout

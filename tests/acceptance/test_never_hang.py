@@ -24,10 +24,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import array_digest, extract_in_process, kill_processes
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_prepare
-from helpers import array_digest, extract_in_process, kill_processes
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 N_UNITS = 29  # the corpus_dir fixture at max_tokens 32: 29 windows, one per unit
@@ -69,8 +69,11 @@ class Driver:
         self.markers = Path(out, "store.zarr", "_markers")
         env = {**ENV, "RAY_TMPDIR": self.ray_tmp, "XDG_CACHE_HOME": str(self.state), **(env or {})}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "attnsim.cli", "extract", "--out", out], env=env,
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "attnsim.cli", "extract", "--out", out],
+            env=env,
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_for_markers(self, n: int, timeout: float = 240) -> None:
@@ -159,8 +162,14 @@ def test_unreachable_address_is_one_line_within_30_s(reference, tmp_path):
 
 def test_job_entry_with_unreachable_address_exits_2(reference):
     start = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "jobs.extract", "--address", "127.0.0.1:1", f"out={reference.out}"],
-                       env=ENV, capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
+    r = subprocess.run(
+        [sys.executable, "-m", "jobs.extract", "--address", "127.0.0.1:1", f"out={reference.out}"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert r.returncode == 2 and time.monotonic() - start < 30, r.stderr[-2000:]
     assert "127.0.0.1:1" in r.stderr
 

@@ -20,14 +20,20 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from helpers import kill_processes
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PORTS = (
-    "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-    "runtime-env-agent-port", "metrics-export-port", "node-manager-port", "object-manager-port",
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
 )
 
 
@@ -81,9 +87,17 @@ def ray_head():
         RAY_DEDUP_LOGS="0",
     )
     cmd = [
-        str(BIN / "ray"), "start", "--head", "--block", f"--temp-dir={temp_dir}", "--num-cpus=2",
-        "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-        "--disable-usage-stats", f"--object-store-memory={200 * 1024**2}",
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        f"--temp-dir={temp_dir}",
+        "--num-cpus=2",
+        "--node-ip-address=127.0.0.1",
+        "--dashboard-host=127.0.0.1",
+        "--include-dashboard=true",
+        "--disable-usage-stats",
+        f"--object-store-memory={200 * 1024**2}",
     ] + [f"--{name}={port}" for name, port in ports.items()]
     log = open(Path(temp_dir) / "head.log", "w")
     head = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -115,21 +129,39 @@ def submitted(ray_head, tiny_bert, corpus_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("job") / "run"
     job_id = f"attnsim-test-{secrets.token_hex(4)}"
     overrides = [
-        f"model={tiny_bert}", f"corpus={corpus_dir}", f"out={out}", "max_tokens=32", "windows_per_shard=4",
-        "batch_size=4", "bootstrap=20", "workers=1", "labels.anchor_share=0.3",
+        f"model={tiny_bert}",
+        f"corpus={corpus_dir}",
+        f"out={out}",
+        "max_tokens=32",
+        "windows_per_shard=4",
+        "batch_size=4",
+        "bootstrap=20",
+        "workers=1",
+        "labels.anchor_share=0.3",
     ]
     cmd = [
-        str(BIN / "ray"), "job", "submit", "--address", ray_head["address"], "--submission-id", job_id,
-        "--runtime-env", "jobs/runtime_env.yaml", "--",
-        "python", "-m", "jobs.run", "--config", "jobs/configs/default.yaml", *overrides,
+        str(BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head["address"],
+        "--submission-id",
+        job_id,
+        "--runtime-env",
+        "jobs/runtime_env.yaml",
+        "--",
+        "python",
+        "-m",
+        "jobs.run",
+        "--config",
+        "jobs/configs/default.yaml",
+        *overrides,
     ]
     began = time.monotonic()
     r = subprocess.run(cmd, cwd=REPO, env=ray_head["env"], capture_output=True, text=True, timeout=300)
     seconds = time.monotonic() - began
     (out.parent / "submit.log").write_text(r.stdout + r.stderr)  # kept for a failing CI run
-    request = urllib.request.Request(
-        f"{ray_head['address']}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {ray_head['env']['RAY_AUTH_TOKEN']}"}
-    )
+    request = urllib.request.Request(f"{ray_head['address']}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {ray_head['env']['RAY_AUTH_TOKEN']}"})
     with urllib.request.urlopen(request, timeout=30) as response:
         status = json.load(response)
     return {"out": out, "submit": r, "status": status, "seconds": seconds}
@@ -145,8 +177,15 @@ def test_job_succeeds(submitted):
 
 def test_store_and_stats_exist_and_verify(submitted):
     out = submitted["out"]
-    for name in ("store.zarr/zarr.json", "config.yaml", "stats/head_stats.parquet", "stats/distance_decay.parquet",
-                 "stats/anchors.parquet", "stats/layer_summary.parquet", "stats/summary.json"):
+    for name in (
+        "store.zarr/zarr.json",
+        "config.yaml",
+        "stats/head_stats.parquet",
+        "stats/distance_decay.parquet",
+        "stats/anchors.parquet",
+        "stats/layer_summary.parquet",
+        "stats/summary.json",
+    ):
         assert (out / name).is_file(), name
     v = subprocess.run([sys.executable, "-m", "attnsim.cli", "verify", str(out / "store.zarr")], capture_output=True, text=True, timeout=120)
     assert v.returncode == 0, v.stdout + v.stderr

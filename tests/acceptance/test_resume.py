@@ -22,11 +22,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import DOCS, array_digest, extract_in_process, kill_processes, make_corpus, make_tiny_model, tree_digest
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.pipeline import stage_prepare
-from helpers import DOCS, array_digest, extract_in_process, kill_processes, make_corpus, make_tiny_model, tree_digest
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "COLUMNS": "200"}
 N_UNITS = 29  # the corpus_dir fixture at max_tokens 32: 29 windows, one per unit
@@ -37,8 +37,12 @@ def attnsim_with_ray(*args) -> subprocess.CompletedProcess:
     processes it leaves behind are killed by pid afterwards."""
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     proc = subprocess.Popen(
-        [sys.executable, "-m", "attnsim.cli", *args], env={**ENV, "RAY_TMPDIR": ray_tmp},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [sys.executable, "-m", "attnsim.cli", *args],
+        env={**ENV, "RAY_TMPDIR": ray_tmp},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         stdout, stderr = proc.communicate(timeout=300)
@@ -109,7 +113,10 @@ def test_driver_killed_mid_extraction_resumes_with_the_same_command(tiny_bert, c
     log = tmp_path / "driver.log"  # a file, not a pipe: a full pipe would stall the driver
     driver = subprocess.Popen(
         [sys.executable, "-m", "attnsim.cli", *command],
-        env={**ENV, "RAY_TMPDIR": ray_tmp}, stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
+        env={**ENV, "RAY_TMPDIR": ray_tmp},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 240
@@ -138,8 +145,13 @@ def test_driver_killed_mid_extraction_resumes_with_the_same_command(tiny_bert, c
     shard = Path(cfg.store_url, "topk_value", "c", str(half), "0", "0", "0", "0")
     shard.write_bytes(shard.read_bytes()[:40])
     shard.with_name("0.feedbeef.partial").write_bytes(b"interrupted write")
-    kept_shard_times = {p: p.stat().st_mtime_ns for u in range(N_UNITS) if f"shard-{u:06d}.json" in done_before
-                        for p in Path(cfg.store_url, "topk_index", "c", str(u)).rglob("*") if p.is_file()}
+    kept_shard_times = {
+        p: p.stat().st_mtime_ns
+        for u in range(N_UNITS)
+        if f"shard-{u:06d}.json" in done_before
+        for p in Path(cfg.store_url, "topk_index", "c", str(u)).rglob("*")
+        if p.is_file()
+    }
 
     rerun = attnsim_with_ray(*command)
     assert rerun.returncode == 0, rerun.stderr[-3000:]

@@ -20,12 +20,12 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import DOCS
 
-from attnsim.prepare.stage import token_classes
 from attnsim.extract.stage import UnitComputer
 from attnsim.model.loading import load_model
+from attnsim.prepare.stage import token_classes
 from attnsim.store.meta import MASS_CATEGORIES
-from helpers import DOCS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -53,9 +53,7 @@ def windows(tokenizer, n: int = 24):
 
 def compute(device: str, dtype: str, ids, sent, length) -> dict:
     loaded = load_model(MODEL, device=device, dtype=dtype)
-    computer = UnitComputer(
-        loaded, kind="dot", k=8, tiers=("default", "vectors", "dense"), token_classes=token_classes(loaded.tokenizer), batch_size=8
-    )
+    computer = UnitComputer(loaded, kind="dot", k=8, tiers=("default", "vectors", "dense"), token_classes=token_classes(loaded.tokenizer), batch_size=8)
     return computer.compute(ids, sent, length)
 
 

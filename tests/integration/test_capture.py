@@ -58,7 +58,7 @@ def test_captured_vectors_match_independent_computation(model_type):
             expected = reference_heads(model_type, layer, out.hidden_states[l], mask)
         got = captured[l][2]
         real = mask.bool()
-        assert torch.allclose(got[real], expected[real], atol=1e-5, rtol=0), f"layer {l}: max diff {(got[real]-expected[real]).abs().max()}"
+        assert torch.allclose(got[real], expected[real], atol=1e-5, rtol=0), f"layer {l}: max diff {(got[real] - expected[real]).abs().max()}"
 
 
 def test_hooks_are_removed_even_on_error():

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from helpers import make_tiny_model
 
 import attnsim.extract.stage as extract
-from attnsim.model.agreement import disagreements
 from attnsim.config import RunConfig
 from attnsim.extract.stage import UnitComputer
+from attnsim.model.agreement import disagreements
 from attnsim.model.loading import load_model
 from attnsim.pipeline import stage_prepare
-from helpers import make_tiny_model
 
 TIERS = ["default", "vectors", "dense"]
 
@@ -37,8 +37,12 @@ def unit(request, corpus_dir, tmp_path_factory):
 
 def compute(loaded, attrs, windows, batch_size: int) -> dict[str, np.ndarray]:
     computer = UnitComputer(
-        loaded, kind=attrs["similarity_kind"], k=attrs["k"], tiers=attrs["tiers"],
-        token_classes=attrs["tokenizer"]["token_classes"], batch_size=batch_size,
+        loaded,
+        kind=attrs["similarity_kind"],
+        k=attrs["k"],
+        tiers=attrs["tiers"],
+        token_classes=attrs["tokenizer"]["token_classes"],
+        batch_size=batch_size,
     )
     return computer.compute(*windows)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from helpers import array_digest, extract_actor_processes, extract_in_process
 
 from attnsim.config import RunConfig
 from attnsim.extract.stage import units_in_flight
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store.io import completed_units
-from helpers import array_digest, extract_actor_processes, extract_in_process
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:

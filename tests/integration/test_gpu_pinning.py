@@ -10,16 +10,16 @@ import collections
 
 import pytest
 import torch
+from helpers import array_digest
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.pipeline import pending_units, stage_prepare
 from attnsim.executors import actor_pool as runner
 from attnsim.executors.actor_pool import run_extract
 from attnsim.executors.extract_actor import pool_plan
 from attnsim.executors.local import run_extract_local
+from attnsim.pipeline import pending_units, stage_prepare
 from attnsim.store.verify import verify_store
-from helpers import array_digest
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:

@@ -15,7 +15,7 @@ import pytest
 from attnsim.errors import UserError
 from attnsim.model.loading import load_model
 
-EVIL_CODE = '''
+EVIL_CODE = """
 import os, pathlib
 pathlib.Path(os.environ["ATTNSIM_TEST_SENTINEL"]).write_text("model code ran")
 from transformers import PretrainedConfig, PreTrainedModel
@@ -27,7 +27,7 @@ class EvilConfig(PretrainedConfig):
 
 class EvilModel(PreTrainedModel):
     config_class = EvilConfig
-'''
+"""
 
 
 @pytest.fixture

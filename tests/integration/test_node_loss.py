@@ -12,11 +12,11 @@ import threading
 import time
 
 import pytest
+from helpers import array_digest, extract_actor_processes
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare
 from attnsim.store.io import completed_units
-from helpers import array_digest, extract_actor_processes
 
 MB = 1024**2
 

@@ -11,11 +11,11 @@ import re
 import threading
 
 import pytest
+from helpers import array_digest, store_digest
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare, stage_reduce
 from attnsim.store.verify import verify_store
-from helpers import array_digest, store_digest
 
 BUCKET = "attnsim-test"
 # Writes that fail once: a token array (prepare, on the driver), a tier shard and a marker (both

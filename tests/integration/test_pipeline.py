@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import array_digest
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare, stage_reduce
 from attnsim.store.meta import MASS_CATEGORIES
-from helpers import array_digest
 
 
 def config(tiny_bert, corpus_dir, out, **kw):
@@ -26,8 +26,13 @@ def runs(tiny_bert, corpus_dir, tmp_path_factory, ray_session):
     out = {}
     for name, workers, writers, partition, use_ray in (("one", 1, 0, 2000, True), ("two", 2, 2, 4, True), ("local", None, 1, 2000, False)):
         cfg = config(
-            tiny_bert, corpus_dir, tmp_path_factory.mktemp(name), workers=workers, unit_writers=writers,
-            docs_per_partition=partition, tiers=["default", "vectors", "dense"],
+            tiny_bert,
+            corpus_dir,
+            tmp_path_factory.mktemp(name),
+            workers=workers,
+            unit_writers=writers,
+            docs_per_partition=partition,
+            tiers=["default", "vectors", "dense"],
         )
         stage_prepare(cfg, use_ray=use_ray)
         result = stage_extract(cfg, use_ray=use_ray)

@@ -8,16 +8,25 @@ import numpy as np
 import polars as pl
 import pytest
 import zarr
+from helpers import extract_in_process
 
 from attnsim.config import RunConfig
-from helpers import extract_in_process
 from attnsim.reduce.stage import reduce_store
 
 
 @pytest.fixture(scope="module")
 def dense_run(tiny_bert, corpus_dir, tmp_path_factory):
-    cfg = RunConfig(model=tiny_bert, corpus=corpus_dir, out=str(tmp_path_factory.mktemp("q")), max_tokens=32,
-                    windows_per_shard=4, tiers=["dense"], high_mode="quantile", quantile=0.9, bootstrap=0)
+    cfg = RunConfig(
+        model=tiny_bert,
+        corpus=corpus_dir,
+        out=str(tmp_path_factory.mktemp("q")),
+        max_tokens=32,
+        windows_per_shard=4,
+        tiers=["dense"],
+        high_mode="quantile",
+        quantile=0.9,
+        bootstrap=0,
+    )
     extract_in_process(cfg)
     return cfg
 

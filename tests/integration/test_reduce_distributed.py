@@ -8,10 +8,10 @@ import json
 
 import polars as pl
 import pytest
+from helpers import extract_in_process
 from polars.testing import assert_frame_equal
 
 from attnsim.config import RunConfig
-from helpers import extract_in_process
 from attnsim.errors import UserError
 from attnsim.reduce.stage import check_scheduler, reduce_store
 
@@ -21,8 +21,14 @@ TABLES = ("head_stats", "distance_decay", "anchors", "layer_summary")
 @pytest.fixture(scope="module")
 def store(tiny_bert, corpus_dir, tmp_path_factory) -> RunConfig:
     cfg = RunConfig(
-        model=tiny_bert, corpus=corpus_dir, out=str(tmp_path_factory.mktemp("dist")), max_tokens=32,
-        windows_per_shard=4, batch_size=4, bootstrap=20, tiers=["default", "vectors"],
+        model=tiny_bert,
+        corpus=corpus_dir,
+        out=str(tmp_path_factory.mktemp("dist")),
+        max_tokens=32,
+        windows_per_shard=4,
+        batch_size=4,
+        bootstrap=20,
+        tiers=["default", "vectors"],
     )
     extract_in_process(cfg)
     return cfg
@@ -69,8 +75,14 @@ def test_address_without_scheme_is_distributed(store, cluster, tmp_path):
 
 @pytest.mark.parametrize(
     "spec, kind",
-    [("threads", "local"), ("synchronous", "local"), ("processes", "local"), ("tcp://10.0.0.5:8786", "distributed"),
-     ("tls://sched.example:8786", "distributed"), ("10.0.0.5:8786", "distributed")],
+    [
+        ("threads", "local"),
+        ("synchronous", "local"),
+        ("processes", "local"),
+        ("tcp://10.0.0.5:8786", "distributed"),
+        ("tls://sched.example:8786", "distributed"),
+        ("10.0.0.5:8786", "distributed"),
+    ],
 )
 def test_scheduler_kinds(spec, kind):
     assert check_scheduler(spec) == kind

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from attnsim.cli import app
 from attnsim.config import RunConfig
-from attnsim.store.dataset import OutOfRange, open_store
 from attnsim.errors import UserError
 from attnsim.pipeline import run_all, stage_extract, stage_prepare, stage_reduce
+from attnsim.store.dataset import OutOfRange, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = ("distance_decay.png", "layer_statistics.png", "head_map.png", "attention_mass.png", "similarity_examples.png")
@@ -111,8 +111,13 @@ def test_claims_table_is_computed_from_the_statistics(runs):
     stats = Path(cfg.stats_url)
     import json
 
-    claims = evaluate(pl.read_parquet(stats / "layer_summary.parquet"), pl.read_parquet(stats / "head_stats.parquet"),
-                      json.loads((stats / "summary.json").read_text()), cfg.labels, cfg.sentence_separator)
+    claims = evaluate(
+        pl.read_parquet(stats / "layer_summary.parquet"),
+        pl.read_parquet(stats / "head_stats.parquet"),
+        json.loads((stats / "summary.json").read_text()),
+        cfg.labels,
+        cfg.sentence_separator,
+    )
     page = Page()
     page.feed((Path(cfg.out) / "report" / "report.html").read_text())
     table = [r for r in page.rows if r and r[-1] in ("holds", "does not hold", "inconclusive")]
@@ -263,8 +268,9 @@ def test_dataset_card_is_in_the_store_and_its_code_runs(runs, capsys):
 
 def test_inspect_prints_neighbours_and_writes_the_heatmap(runs, tmp_path):
     png = tmp_path / "s.png"
-    r = CliRunner().invoke(app, ["inspect", runs["plain"].store_url, "--window", "2", "--layer", "1", "--head", "3",
-                                 "--top", "3", "--png", str(png)], env={"COLUMNS": "200"})
+    r = CliRunner().invoke(
+        app, ["inspect", runs["plain"].store_url, "--window", "2", "--layer", "1", "--head", "3", "--top", "3", "--png", str(png)], env={"COLUMNS": "200"}
+    )
     assert r.exit_code == 0, r.output
     store = open_store(runs["plain"].store_url)
     first = store.neighbors(2, 1, 3, token=1, k=3)

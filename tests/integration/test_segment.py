@@ -10,12 +10,12 @@ import torch
 from typer.testing import CliRunner
 
 from attnsim.cli import app
+from attnsim.model.kernels import split_heads
 from attnsim.model.loading import load_model
 from attnsim.model.taps import head_taps
-from attnsim.segment.segmenter import SegmentConfig, Segmenter
 from attnsim.segment.evaluate import METHODS, SUBSETS, evaluate
 from attnsim.segment.features import plan_windows, sentence_vectors
-from attnsim.model.kernels import split_heads
+from attnsim.segment.segmenter import SegmentConfig, Segmenter
 
 VOLCANO = (
     "The volcano erupted shortly after dawn on Tuesday. Ash clouds rose more than ten kilometres into the sky. "
@@ -126,8 +126,7 @@ def test_eval_table_on_a_small_corpus(tiny, tiny_bert, tmp_path):
     corpus.mkdir()
     for d, sentences in enumerate(docs):
         (corpus / f"doc{d:02d}.txt").write_text(" ".join(sentences))
-    r = CliRunner().invoke(app, ["segment", "--eval", "--corpus", str(corpus), "--model", tiny_bert, "--samples", "1",
-                                 "--json", str(tmp_path / "t.json")])
+    r = CliRunner().invoke(app, ["segment", "--eval", "--corpus", str(corpus), "--model", tiny_bert, "--samples", "1", "--json", str(tmp_path / "t.json")])
     assert r.exit_code == 0, r.output
     assert "TextTiling" in r.output and "9-11" in r.output
     assert len(json.loads((tmp_path / "t.json").read_text())["rows"]) == len(METHODS) * len(SUBSETS)

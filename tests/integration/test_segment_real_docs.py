@@ -13,11 +13,11 @@ from attnsim.cli import app
 from attnsim.model.kernels import split_heads
 from attnsim.model.loading import load_model
 from attnsim.model.taps import head_taps
+from attnsim.segment.devset import StructuredDoc
 from attnsim.segment.evaluate import METHODS
 from attnsim.segment.features import sentence_vectors
 from attnsim.segment.segmenter import SegmentConfig, Segmenter
 from attnsim.segment.structured import evaluate_structured, structured_samples
-from attnsim.segment.devset import StructuredDoc
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,7 @@ def test_per_document_counts_in_one_call(tiny_bert, tmp_path):
     corpus = tmp_path / "docs.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": " ".join(sentences), "n": k}) for k in (2, 3, 5)))
     out = tmp_path / "seg.jsonl"
-    r = CliRunner().invoke(app, ["segment", "--corpus", str(corpus), "--segments-column", "n", "--model", tiny_bert,
-                                 "--jsonl", str(out)])
+    r = CliRunner().invoke(app, ["segment", "--corpus", str(corpus), "--segments-column", "n", "--model", tiny_bert, "--jsonl", str(out)])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [sum(row["doc_id"] == d for row in rows) for d in range(3)] == [2, 3, 5]
@@ -72,8 +71,7 @@ def test_per_document_counts_in_one_call(tiny_bert, tmp_path):
 
 def test_structured_eval_on_a_user_corpus(tiny, tiny_bert, tmp_path):
     topics = ["apples", "rockets", "rivers", "violins"]
-    docs = [StructuredDoc(f"d{d}", [" ".join(f"Part {t} sentence {i} mentions {t} again." for i in range(5)) for t in topics[d % 2:]])
-            for d in range(4)]
+    docs = [StructuredDoc(f"d{d}", [" ".join(f"Part {t} sentence {i} mentions {t} again." for i in range(5)) for t in topics[d % 2 :]]) for d in range(4)]
     samples = structured_samples(docs, Segmenter(tiny).splitter)
     assert all(s.boundaries == [4, 9, 14][: len(s.boundaries)] and len(s.boundaries) in (2, 3) for s in samples)
     rows = evaluate_structured(Segmenter(tiny, SegmentConfig(block=2)), samples, name="mine")
@@ -83,8 +81,9 @@ def test_structured_eval_on_a_user_corpus(tiny, tiny_bert, tmp_path):
     assert all(0 <= r.pk <= 1 and 0 <= r.windowdiff <= 1 for r in rows)
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"name": d.name, "parts": d.sections}) for d in docs))
-    r = CliRunner().invoke(app, ["segment", "--eval", "--corpus", str(path), "--segments-column", "parts",
-                                 "--model", tiny_bert, "--json", str(tmp_path / "t.json")])
+    r = CliRunner().invoke(
+        app, ["segment", "--eval", "--corpus", str(path), "--segments-column", "parts", "--model", tiny_bert, "--json", str(tmp_path / "t.json")]
+    )
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "t.json").read_text())
     assert len(saved["documents"]) == 4 and [row["method"] for row in saved["rows"]] == list(METHODS)

@@ -11,16 +11,22 @@ import json
 import os
 from pathlib import Path
 
+from helpers import array_digest
+
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_extract, stage_prepare
-from helpers import array_digest
 
 RECORD = Path(__file__).resolve().parents[1] / "data" / "store_digest.json"
 
 
 def test_store_bytes_match_the_record(tiny_bert, corpus_dir, tmp_path):
     cfg = RunConfig(
-        model=tiny_bert, corpus=corpus_dir, out=str(tmp_path), max_tokens=32, windows_per_shard=4, batch_size=3,
+        model=tiny_bert,
+        corpus=corpus_dir,
+        out=str(tmp_path),
+        max_tokens=32,
+        windows_per_shard=4,
+        batch_size=3,
         tiers=["default", "vectors", "dense"],
     )
     stage_prepare(cfg, use_ray=False)

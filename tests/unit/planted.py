@@ -98,8 +98,7 @@ def planted_vectors(ids: np.ndarray, n_heads: int, seed: int, anchor_norm: float
     return v.astype(np.float16)
 
 
-def write_planted_store(url: str, seed: int, n_windows: int = 24, heads=HEADS, windows_per_shard: int = 8,
-                        vectors: bool = False) -> str:
+def write_planted_store(url: str, seed: int, n_windows: int = 24, heads=HEADS, windows_per_shard: int = 8, vectors: bool = False) -> str:
     """A complete store (markers written) of planted heads; see `planted_arrays`. vectors: add the
     `vectors` tier (`planted_vectors`: the anchor word's vectors 3x as long as the others)."""
     arrays = planted_arrays(seed, n_windows, heads)
@@ -108,13 +107,17 @@ def write_planted_store(url: str, seed: int, n_windows: int = 24, heads=HEADS, w
     if vectors:
         arrays["head_vectors"] = planted_vectors(arrays["input_ids"], len(heads), seed)
     attrs = {
-        "tiers": list(tiers), "similarity_kind": "dot", "k": K, "model": {"name": "planted"},
+        "tiers": list(tiers),
+        "similarity_kind": "dot",
+        "k": K,
+        "model": {"name": "planted"},
         "corpus": {"spec": "planted", "windows": n_windows, "tokens": int(arrays["length"].sum())},
         "tokenizer": {"source": resolve_model_source("minilm"), "token_classes": CLASSES},
     }
     root = create_store(url, layout, attrs)
     arrays |= {
-        "doc_id": np.arange(n_windows, dtype=np.int64), "char_span": np.full((n_windows, T, 2), -1, np.int64),
+        "doc_id": np.arange(n_windows, dtype=np.int64),
+        "char_span": np.full((n_windows, T, 2), -1, np.int64),
         "topk_value": np.zeros(arrays["topk_index"].shape, np.float16),
         "attention_mass": np.full((n_windows, 1, len(heads), len(MASS_CATEGORIES)), np.nan, np.float32),
     }

@@ -8,10 +8,10 @@ import zlib
 
 import numpy as np
 import pytest
+from test_store_writes import LAYOUT, unit_arrays
 
 from attnsim.store.io import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
 from attnsim.store.verify import _check_unit, environment_lines
-from test_store_writes import LAYOUT, unit_arrays
 
 
 def serialised(arrays: dict[str, np.ndarray]) -> bytes:

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnsim.report.claims import FAILS, HOLDS, UNSURE, above, evaluate, head_bootstrap, scaled_rule
 from attnsim.config import LabelRule
+from attnsim.report.claims import FAILS, HOLDS, UNSURE, above, evaluate, head_bootstrap, scaled_rule
 
 RULE = LabelRule()
 
@@ -20,10 +20,22 @@ def head_rows(per_head=None, n_layers=3, n_heads=4):
     rows = []
     for l in range(n_layers):
         for h in range(n_heads):
-            row = dict(layer=l, head=h, separator_share=0.05, separator_share_ratio=1.2, repetition_share_ratio=1.5,
-                       repetition_share=0.02, top_anchor="the", top_anchor_share=0.05, top_anchor_share_ratio=1.2,
-                       local_share=0.1, local_share_ratio=1.3, same_sentence_ratio_matched=1.05, mass_sep_ratio=0.9,
-                       label="broad")
+            row = dict(
+                layer=l,
+                head=h,
+                separator_share=0.05,
+                separator_share_ratio=1.2,
+                repetition_share_ratio=1.5,
+                repetition_share=0.02,
+                top_anchor="the",
+                top_anchor_share=0.05,
+                top_anchor_share_ratio=1.2,
+                local_share=0.1,
+                local_share_ratio=1.3,
+                same_sentence_ratio_matched=1.05,
+                mass_sep_ratio=0.9,
+                label="broad",
+            )
             row.update(per_head.get((l, h), {}))
             rows.append(row)
     return pl.DataFrame(rows)
@@ -31,8 +43,7 @@ def head_rows(per_head=None, n_layers=3, n_heads=4):
 
 def layer_rows(values: dict[str, list[tuple[float, float, float]]], n_layers=3):
     """values[name] = [(point, ci_low, ci_high) per layer]; unspecified statistics get wide CIs."""
-    defaults = {"separator_share_ratio": (2.0, 1.5, 2.5), "mean_distance_ratio": (0.9, 0.8, 1.1),
-                "same_sentence_ratio_matched": (1.05, 1.0, 1.1)}
+    defaults = {"separator_share_ratio": (2.0, 1.5, 2.5), "mean_distance_ratio": (0.9, 0.8, 1.1), "same_sentence_ratio_matched": (1.05, 1.0, 1.1)}
     rows = []
     for l in range(n_layers):
         row = {"layer": l}
@@ -105,9 +116,11 @@ def test_repetition_heads_verdict_follows_the_threshold_range():
 
 
 def test_anchor_heads_list_their_tokens():
-    anchors = {(0, 1): {"top_anchor": ".", "top_anchor_share": 0.4, "top_anchor_share_ratio": 9.0},
-               (2, 3): {"top_anchor": "said", "top_anchor_share": 0.5, "top_anchor_share_ratio": 20.0},
-               (2, 0): {"top_anchor": "the", "top_anchor_share": 0.5, "top_anchor_share_ratio": 2.0}}  # frequent: no anchor
+    anchors = {
+        (0, 1): {"top_anchor": ".", "top_anchor_share": 0.4, "top_anchor_share_ratio": 9.0},
+        (2, 3): {"top_anchor": "said", "top_anchor_share": 0.5, "top_anchor_share_ratio": 20.0},
+        (2, 0): {"top_anchor": "the", "top_anchor_share": 0.5, "top_anchor_share_ratio": 2.0},
+    }  # frequent: no anchor
     c = claim(evaluate(layer_rows({}), head_rows(anchors), summary(), RULE), "anchor token")
     assert (c.value, c.verdict) == (2, HOLDS)
     assert "'.' x1" in c.compared and "'said' x1" in c.compared
@@ -124,27 +137,32 @@ def test_layers_whose_heads_specialise_differently():
     assert claim(evaluate(layer_rows({}), head_rows(only_one), summary(), RULE), "specialise in different").verdict == FAILS
 
 
-@pytest.mark.parametrize("rho, verdict", [((-0.8, -0.95, -0.4), HOLDS), ((0.7, 0.3, 0.9), FAILS), ((-0.1, -0.5, 0.3), UNSURE),
-                                          ((math.nan, math.nan, math.nan), UNSURE)])
+@pytest.mark.parametrize(
+    "rho, verdict", [((-0.8, -0.95, -0.4), HOLDS), ((0.7, 0.3, 0.9), FAILS), ((-0.1, -0.5, 0.3), UNSURE), ((math.nan, math.nan, math.nan), UNSURE)]
+)
 def test_rank_correlation_of_distance_with_depth(rho, verdict):
     c = claim(evaluate(layer_rows({}), head_rows(), summary(rho), RULE), "long-range", "Spearman")
     assert c.verdict == verdict
 
 
 def test_first_and_final_layer_distance_and_same_sentence():
-    layers = layer_rows({
-        "mean_distance_ratio": [(1.0, 0.95, 1.05), (0.8, 0.75, 0.85), (0.5, 0.45, 0.55)],
-        "same_sentence_ratio_matched": [(1.0, 0.98, 1.02), (1.1, 1.05, 1.15), (1.3, 1.25, 1.35)],
-    })
+    layers = layer_rows(
+        {
+            "mean_distance_ratio": [(1.0, 0.95, 1.05), (0.8, 0.75, 0.85), (0.5, 0.45, 0.55)],
+            "same_sentence_ratio_matched": [(1.0, 0.98, 1.02), (1.1, 1.05, 1.15), (1.3, 1.25, 1.35)],
+        }
+    )
     claims = evaluate(layers, head_rows(), summary(), RULE)
     distance = claim(claims, "long-range", "distance / a random head's")
     assert distance.verdict == HOLDS and distance.chance == "first layer at chance, final layer below chance"
     same = claim(claims, "same sentence")
     assert same.verdict == HOLDS and same.chance == "first layer at chance, final layer above chance"
-    flipped = layer_rows({
-        "mean_distance_ratio": [(0.5, 0.45, 0.55), (0.8, 0.75, 0.85), (1.0, 0.95, 1.05)],
-        "same_sentence_ratio_matched": [(1.3, 1.25, 1.35), (1.1, 1.05, 1.15), (1.0, 0.98, 1.02)],
-    })
+    flipped = layer_rows(
+        {
+            "mean_distance_ratio": [(0.5, 0.45, 0.55), (0.8, 0.75, 0.85), (1.0, 0.95, 1.05)],
+            "same_sentence_ratio_matched": [(1.3, 1.25, 1.35), (1.1, 1.05, 1.15), (1.0, 0.98, 1.02)],
+        }
+    )
     claims = evaluate(flipped, head_rows(), summary(), RULE)
     assert claim(claims, "long-range", "distance / a random head's").verdict == FAILS
     assert claim(claims, "same sentence").verdict == FAILS

@@ -44,8 +44,21 @@ def test_flags_reach_the_config_as_overrides(monkeypatch, tmp_path):
         raise cli.UserError("stop here")
 
     monkeypatch.setattr("attnsim.pipeline.stage_prepare", fake_prepare)
-    args = ["prepare", "--out", str(tmp_path), "--k", "12", "--sentence-separator", "sep", "--tiers", "vectors,dense",
-            "--one-per-line", "--similarity", "cosine", "--local"]
+    args = [
+        "prepare",
+        "--out",
+        str(tmp_path),
+        "--k",
+        "12",
+        "--sentence-separator",
+        "sep",
+        "--tiers",
+        "vectors,dense",
+        "--one-per-line",
+        "--similarity",
+        "cosine",
+        "--local",
+    ]
     r = CliRunner().invoke(cli.app, args)
     assert r.exit_code == 2 and "stop here" in r.output
     cfg = seen["cfg"]
@@ -59,5 +72,4 @@ def test_bad_flag_values_are_one_line_naming_the_key(tmp_path):
 
 
 def test_overrides_drop_flags_not_given():
-    assert overrides_from_flags({"k": None, "one_per_line": False, "tiers": "vectors, dense", "model": "x"}) == {
-        "tiers": ["vectors", "dense"], "model": "x"}
+    assert overrides_from_flags({"k": None, "one_per_line": False, "tiers": "vectors, dense", "model": "x"}) == {"tiers": ["vectors", "dense"], "model": "x"}

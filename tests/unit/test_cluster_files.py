@@ -23,6 +23,7 @@ if str(REPO) not in sys.path:
 from attnsim.config import RunConfig  # noqa: E402
 from attnsim.errors import UserError  # noqa: E402
 from jobs.entry import load_config, main, parse_args  # noqa: E402
+
 CLUSTER = REPO / "cluster"
 CONFIGS = sorted((REPO / "jobs" / "configs").glob("*.yaml"))
 RAYJOB = CLUSTER / "kuberay-rayjob.yaml"
@@ -81,13 +82,30 @@ def test_misspelt_override_is_named(key, named):
 
 def test_arguments_and_overrides():
     config, address, overrides = parse_args(
-        ["--config", "jobs/configs/cloud-s3.yaml", "workers=2", "--max-tokens", "128", "--one-per-line",
-         "tiers=[default,vectors]", "store=null", "--out=s3://b/r", "labels.anchor_share=0.3", "--address", "10.0.0.1:6379"]
+        [
+            "--config",
+            "jobs/configs/cloud-s3.yaml",
+            "workers=2",
+            "--max-tokens",
+            "128",
+            "--one-per-line",
+            "tiers=[default,vectors]",
+            "store=null",
+            "--out=s3://b/r",
+            "labels.anchor_share=0.3",
+            "--address",
+            "10.0.0.1:6379",
+        ]
     )
     assert (config, address) == ("jobs/configs/cloud-s3.yaml", "10.0.0.1:6379")
     assert overrides == {
-        "workers": 2, "max_tokens": 128, "one_per_line": True, "tiers": ["default", "vectors"], "store": None,
-        "out": "s3://b/r", "labels.anchor_share": 0.3,
+        "workers": 2,
+        "max_tokens": 128,
+        "one_per_line": True,
+        "tiers": ["default", "vectors"],
+        "store": None,
+        "out": "s3://b/r",
+        "labels.anchor_share": 0.3,
     }
     cfg = load_config(config, overrides)
     assert (cfg.workers, cfg.max_tokens, cfg.tiers, cfg.store, cfg.labels.anchor_share) == (2, 128, ["default", "vectors"], None, 0.3)
@@ -195,7 +213,7 @@ def test_slurm_script_is_requeue_safe_and_scoped_to_its_job():
     assert directives["open-mode"] == "append"  # a requeued attempt appends to the same log
     assert re.search(r"^RAY_TMP=/tmp/ray-\$SLURM_JOB_ID", text, re.M), "a per-job temp dir"
     assert re.search(r"ATTNSIM_OUT=\$\{ATTNSIM_OUT:-[^}]*\$SLURM_JOB_ID\}", text), "a run folder a requeue keeps"
-    assert "scontrol requeue" in text and "--temp-dir=\"$RAY_TMP\"" in text
+    assert "scontrol requeue" in text and '--temp-dir="$RAY_TMP"' in text
     assert not re.search(r"^[^#]*\bray stop\b", text, re.M)  # never a global stop on shared nodes
     assert "export RAY_AUTH_MODE=token" in text
 
@@ -237,7 +255,6 @@ def test_readme_points_at_the_cluster_guide_with_the_submit_command():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Running on a cluster", 1)[1].split("\n## ", 1)[0]
     assert "cluster/README.md" in section and "ray job submit" in section and "python -m jobs.run" in section
-
 
 
 @pytest.mark.parametrize("stage", ["run", "prepare", "extract", "reduce"])

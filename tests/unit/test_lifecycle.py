@@ -86,12 +86,15 @@ def test_sigterm_becomes_keyboard_interrupt_inside_stop_on_signals():
     assert signal.getsignal(signal.SIGTERM) is not lifecycle._on_signal  # restored after the block
 
 
-@pytest.mark.parametrize("address, expected", [
-    ("10.0.0.5:6379", ("10.0.0.5", 6379)),
-    ("ray://head:10001", ("head", 10001)),
-    ("head", ("head", 6379)),
-    ("[::1]:6380", ("::1", 6380)),
-])
+@pytest.mark.parametrize(
+    "address, expected",
+    [
+        ("10.0.0.5:6379", ("10.0.0.5", 6379)),
+        ("ray://head:10001", ("head", 10001)),
+        ("head", ("head", 6379)),
+        ("[::1]:6380", ("::1", 6380)),
+    ],
+)
 def test_gcs_endpoint(address, expected):
     assert gcs_endpoint(address) == expected
 

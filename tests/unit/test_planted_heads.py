@@ -20,8 +20,14 @@ from attnsim.reduce.stage import reduce_store
 from attnsim.reduce.statistics import head_table, layer_table
 
 RATIOS = (
-    "mean_distance_ratio", "same_sentence_share_ratio", "repetition_share_ratio", "separator_share_ratio",
-    "cls_share_ratio", "sep_token_share_ratio", "final_punct_share_ratio", "same_sentence_ratio_matched",
+    "mean_distance_ratio",
+    "same_sentence_share_ratio",
+    "repetition_share_ratio",
+    "separator_share_ratio",
+    "cls_share_ratio",
+    "sep_token_share_ratio",
+    "final_punct_share_ratio",
+    "same_sentence_ratio_matched",
 )
 
 
@@ -38,8 +44,7 @@ def planted(tmp_path_factory):
 def test_each_planted_head_gets_its_label_and_no_other(planted):
     rows, _ = planted
     labels = {name: row["label"] for name, row in rows.items()}
-    assert labels == {"random": "broad", "local": "local", "sentence": "sentence", "repetition": "repetition",
-                      "anchor": "anchor", "separator": "separator"}
+    assert labels == {"random": "broad", "local": "local", "sentence": "sentence", "repetition": "repetition", "anchor": "anchor", "separator": "separator"}
 
 
 def test_random_head_scores_chance(planted):
@@ -75,8 +80,9 @@ def test_specialists_score_their_feature_far_above_chance(planted):
 def _layer_of_random_heads(seed: int, n_windows: int = 40, n_boot: int = 200) -> dict:
     """The real reduce's block function and statistics on one block of 4 random heads."""
     a = planted_arrays(seed, n_windows, heads=("random",) * 4)
-    part = block_partial(a["input_ids"], a["sentence_id"], a["length"], topk_pairs(a["topk_index"], a["sentence_id"]),
-                         None, CLASSES, (1, 4), n_boot, seed, 0, k=K).sorted()
+    part = block_partial(
+        a["input_ids"], a["sentence_id"], a["length"], topk_pairs(a["topk_index"], a["sentence_id"]), None, CLASSES, (1, 4), n_boot, seed, 0, k=K
+    ).sorted()
     heads, _ = head_table(part, str, LabelRule())
     layers, _ = layer_table(part, heads)
     return layers.to_dicts()[0] | {"labels": set(heads["label"])}
@@ -96,8 +102,9 @@ def test_random_heads_ci_covers_one_in_90_percent_of_seeds():
 def test_chance_matches_a_monte_carlo_random_head():
     """The closed form against sampling: the mean over many random heads of each share."""
     a = planted_arrays(3, 12, heads=("random",) * 16)
-    part = block_partial(a["input_ids"], a["sentence_id"], a["length"], topk_pairs(a["topk_index"], a["sentence_id"]),
-                         None, CLASSES, (1, 16), 0, 0, 0, k=K).sorted()
+    part = block_partial(
+        a["input_ids"], a["sentence_id"], a["length"], topk_pairs(a["topk_index"], a["sentence_id"]), None, CLASSES, (1, 16), 0, 0, 0, k=K
+    ).sorted()
     heads, _ = head_table(part, str, LabelRule())
     for name in ("mean_distance", "same_sentence_share", "separator_share", "final_punct_share", "repetition_share"):
         pooled = heads[name].mean()

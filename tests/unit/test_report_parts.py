@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from attnsim.store.card import card_text, corpus_licence, model_licence
-from attnsim.report.matrices import _prefix, choose_heads
 from attnsim.report.figures import _binned
+from attnsim.report.matrices import _prefix, choose_heads
 from attnsim.report.render import Doc
+from attnsim.store.card import card_text, corpus_licence, model_licence
 
 
 def tiny_png() -> bytes:
@@ -57,10 +57,16 @@ def test_markdown_and_html_escape_cells_and_embed_figures():
 
 
 def test_decay_bins_pool_counts_before_dividing():
-    decay = pl.DataFrame({
-        "layer": [0] * 4, "head": [0] * 4, "distance": [1, 2, 3, 4],
-        "n_high": [10, 0, 3, 1], "n_all": [100, 50, 10, 40], "p_chance": [0.05, 0.04, 0.04, 0.02],
-    })
+    decay = pl.DataFrame(
+        {
+            "layer": [0] * 4,
+            "head": [0] * 4,
+            "distance": [1, 2, 3, 4],
+            "n_high": [10, 0, 3, 1],
+            "n_all": [100, 50, 10, 40],
+            "p_chance": [0.05, 0.04, 0.04, 0.02],
+        }
+    )
     b = _binned(decay, n_bins=2)  # edges 1, 2, 5: bins {1}, {2, 3, 4}
     assert b["n_high"].to_list() == [10, 4]
     assert b["p"].to_list() == pytest.approx([0.1, 4 / 100])
@@ -69,14 +75,19 @@ def test_decay_bins_pool_counts_before_dividing():
 
 
 def test_example_heads_are_the_clearest_of_each_label_then_early_and_late():
-    heads = pl.DataFrame({
-        "layer": [0, 0, 1, 1, 2, 2], "head": [0, 1, 0, 1, 0, 1],
-        "label": ["broad", "anchor", "anchor", "sentence", "broad", "broad"],
-        "top_anchor_share": [0.1, 0.3, 0.6, 0.1, 0.1, 0.1],
-        "same_sentence_enrichment": [1.0, 1.0, 1.0, 3.0, 1.2, 1.4],
-        "mean_distance": [50.0, 40.0, 30.0, 10.0, 20.0, 30.0],
-        "separator_share": [0.0] * 6, "repetition_enrichment": [1.0] * 6, "local_share": [0.1] * 6,
-    })
+    heads = pl.DataFrame(
+        {
+            "layer": [0, 0, 1, 1, 2, 2],
+            "head": [0, 1, 0, 1, 0, 1],
+            "label": ["broad", "anchor", "anchor", "sentence", "broad", "broad"],
+            "top_anchor_share": [0.1, 0.3, 0.6, 0.1, 0.1, 0.1],
+            "same_sentence_enrichment": [1.0, 1.0, 1.0, 3.0, 1.2, 1.4],
+            "mean_distance": [50.0, 40.0, 30.0, 10.0, 20.0, 30.0],
+            "separator_share": [0.0] * 6,
+            "repetition_enrichment": [1.0] * 6,
+            "local_share": [0.1] * 6,
+        }
+    )
     # anchor: L1H0 (share 0.6), sentence: L1H1, early: L0H0 (longest), late: L2H1 (most same-sentence)
     assert choose_heads(heads) == [(0, 0), (1, 0), (1, 1), (2, 1)]
     assert choose_heads(heads, n=2) == [(1, 0), (1, 1)]
@@ -103,11 +114,15 @@ def test_card_lists_every_array_with_dims_and_dtype():
         "model": {"name": "minilm", "model_type": "bert", "layers": 6, "heads": 12, "head_size": 32, "weights_sha256": "ab"},
         "corpus": {"spec": "lee", "documents": 300, "windows": 428, "tokens": 74036, "fingerprint": "cd"},
         "windows": {"max_tokens": 256, "sentence_separator": "none", "splitter": "pysbd"},
-        "similarity_kind": "dot", "k": 8, "tiers": ["default"], "windows_per_shard": 32, "format_version": 1,
-        "mass_categories": ["cls", "sep"], "config": {"max_tokens": 256, "k": 8},
+        "similarity_kind": "dot",
+        "k": 8,
+        "tiers": ["default"],
+        "windows_per_shard": 32,
+        "format_version": 1,
+        "mass_categories": ["cls", "sep"],
+        "config": {"max_tokens": 256, "k": 8},
     }
-    arrays = {"topk_index": (("window", "layer", "head", "token", "k"), (428, 6, 12, 256, 8), "int16"),
-              "length": (("window",), (428,), "int32")}
+    arrays = {"topk_index": (("window", "layer", "head", "token", "k"), (428, 6, 12, 256, 8), "int16"), "length": (("window",), (428,), "int32")}
     text = card_text(attrs, arrays, "s3://bucket/store.zarr")
     assert "| `topk_index` | window, layer, head, token, k | 428 x 6 x 12 x 256 x 8 | int16 |" in text
     assert "| `length` | window | 428 | int32 |" in text

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from attnsim.errors import UserError
-from attnsim.segment.segmenter import choose_boundaries, depth_scores, gap_cohesion, gap_scores, least_segment
 from attnsim.segment.evaluate import (
     as_string,
     build_samples,
@@ -16,6 +15,7 @@ from attnsim.segment.evaluate import (
     texttiling_boundaries,
     window_size,
 )
+from attnsim.segment.segmenter import choose_boundaries, depth_scores, gap_cohesion, gap_scores, least_segment
 
 # --- Pk and WindowDiff ------------------------------------------------------------------------
 # 12 sentences, true segments 0-5 | 6-11 (a boundary after sentence 5): k = round(12 / (2 * 2)) = 3,

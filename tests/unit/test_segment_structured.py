@@ -74,8 +74,7 @@ Other
 
 def test_markdown_sections_levels_and_cleaning():
     got = sections_of(MARKDOWN, markdown=True)
-    assert [(level, heading) for level, heading, _ in got] == [
-        (0, ""), (1, "Title"), (2, "Install"), (2, "Usage"), (3, "Details"), (2, "Changelog")]
+    assert [(level, heading) for level, heading, _ in got] == [(0, ""), (1, "Title"), (2, "Install"), (2, "Usage"), (3, "Details"), (2, "Changelog")]
     usage = got[3][2]
     assert usage == " ".join(PROSE.split()) + " A bold link item."  # code, markup and markers gone
     assert got[0][2] == "" and got[2][2] == ""  # HTML-only preamble; a fenced block only

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zarr
 
-from attnsim.store.shards import encode_shard, shard_plan
 from attnsim.store.io import create_store, write_unit
 from attnsim.store.meta import Layout
+from attnsim.store.shards import encode_shard, shard_plan
 
 LAYOUT = Layout(n_windows=10, max_tokens=6, n_layers=2, n_heads=3, head_size=4, k=3, n_categories=8, windows_per_shard=4, tiers=("default", "vectors", "dense"))
 

@@ -15,10 +15,10 @@ import pytest
 import zarr
 
 from attnsim.config import RunConfig
-from attnsim.prepare.stage import pack_partition, prepare, token_classes
 from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
+from attnsim.prepare.stage import pack_partition, prepare, token_classes
 from attnsim.prepare.windows import MAX_SPLIT_BLOCK, WindowPacker
 
 
@@ -36,8 +36,15 @@ def read(spec, **kw):
 def fake_model_info(tokenizer) -> dict:
     """What `prepare` records about a model, without loading one (token arrays need only the tokenizer)."""
     return {
-        "name": "minilm", "source": "minilm", "model_type": "bert", "layers": 2, "heads": 4, "head_size": 8,
-        "weights_sha256": "unit-test", "max_tokens": 512, "token_classes": token_classes(tokenizer),
+        "name": "minilm",
+        "source": "minilm",
+        "model_type": "bert",
+        "layers": 2,
+        "heads": 4,
+        "head_size": 8,
+        "weights_sha256": "unit-test",
+        "max_tokens": 512,
+        "token_classes": token_classes(tokenizer),
     }
 
 
@@ -138,7 +145,7 @@ def test_whitespace_and_special_character_only_documents(tokenizer, tmp_path):
     docs = [
         (0, "spaces", " \t\u00a0\u2003 \n "),  # Unicode spaces: the reader's strip() already drops it
         (1, "punct", "!!! ??? ... ;;; --- ***"),
-        (2, "symbols", "@#$%^&*()_+={}[]|\\:\"<>~`"),
+        (2, "symbols", '@#$%^&*()_+={}[]|\\:"<>~`'),
         (3, "invisible", "\u200b\u200b\ufeff\u0001\u0002"),  # tokenises to nothing
         (4, "emoji", "\U0001f600\U0001f680\U0001f4a9"),
     ]

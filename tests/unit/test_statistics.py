@@ -12,9 +12,8 @@ import pytest
 from attnsim.config import LabelRule, RunConfig
 from attnsim.model.loading import resolve_model_source
 from attnsim.reduce.stage import reduce_store
-from attnsim.store.meta import MASS_CATEGORIES
 from attnsim.store.io import create_store, write_marker, write_unit
-from attnsim.store.meta import Layout
+from attnsim.store.meta import MASS_CATEGORIES, Layout
 
 CLS, SEP, A, B, C, D, E = 101, 102, 1037, 1038, 1039, 1040, 1041
 T = 8
@@ -54,9 +53,16 @@ def build(tmp_path, windows_per_shard=2):
         "tokenizer": {"source": resolve_model_source("minilm"), "token_classes": {"cls": CLS, "sep": SEP, "punct": [], "final_punct": []}},
     }
     root = create_store(url, layout, attrs)
-    arrays = {"input_ids": ids, "sentence_id": sid, "length": length, "doc_id": np.zeros(2, np.int64),
-              "char_span": np.full((2, T, 2), -1, np.int64), "topk_index": topk,
-              "topk_value": np.zeros(topk.shape, np.float16), "attention_mass": mass}
+    arrays = {
+        "input_ids": ids,
+        "sentence_id": sid,
+        "length": length,
+        "doc_id": np.zeros(2, np.int64),
+        "char_span": np.full((2, T, 2), -1, np.int64),
+        "topk_index": topk,
+        "topk_value": np.zeros(topk.shape, np.float16),
+        "attention_mass": mass,
+    }
     for unit in range(layout.n_units):
         a, b = layout.unit_windows(unit)
         write_unit(root, layout, unit, {k: v[a:b] for k, v in arrays.items()})
@@ -200,8 +206,15 @@ def test_chance_levels_counted_by_hand(stats):
 def test_label_rule_reads_configs_saved_with_the_old_rule():
     from pydantic import ValidationError
 
-    old = {"separator_share": 0.5, "repetition_enrichment": 5.0, "repetition_share": 0.2, "anchor_share": 0.25,
-           "anchor_lift": 5.0, "local_distance": 2.0, "sentence_enrichment": 1.5}
+    old = {
+        "separator_share": 0.5,
+        "repetition_enrichment": 5.0,
+        "repetition_share": 0.2,
+        "anchor_share": 0.25,
+        "anchor_lift": 5.0,
+        "local_distance": 2.0,
+        "sentence_enrichment": 1.5,
+    }
     assert LabelRule(**old) == LabelRule()  # what every earlier run saved: the new defaults
     assert LabelRule(anchor_lift=5.0, anchor_share=0.3).anchor_share == 0.3  # an old key at its default: dropped
     with pytest.raises(ValidationError, match="anchor_lift is retired.*anchor_ratio"):

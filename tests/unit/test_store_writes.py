@@ -12,9 +12,9 @@ import pytest
 
 from attnsim.store import io as store
 from attnsim.store import retry
-from attnsim.store.retry import is_transient, with_retries
 from attnsim.store.io import create_store, read_unit, write_marker, write_unit
 from attnsim.store.meta import Layout
+from attnsim.store.retry import is_transient, with_retries
 
 LAYOUT = Layout(n_windows=10, max_tokens=6, n_layers=2, n_heads=2, head_size=4, k=3, n_categories=8, windows_per_shard=4, tiers=("default",))
 

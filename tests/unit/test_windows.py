@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import DOCS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare import windows
 from attnsim.prepare.windows import SentenceSplitter, WindowPacker
-from helpers import DOCS
 
 
 @pytest.fixture(scope="module")
