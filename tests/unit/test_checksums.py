@@ -1,5 +1,5 @@
-"""A unit's marker checksum: CRC-32 now, SHA-256 in markers written before markers named their
-algorithm; verify reads both and names an algorithm it does not know. Synthetic store, no model."""
+"""A unit's marker checksum: CRC-32C now, CRC-32 and SHA-256 (markers written before markers named their
+algorithm) earlier; verify reads all three and names an algorithm it does not know. Synthetic store, no model."""
 
 from __future__ import annotations
 
@@ -24,13 +24,28 @@ def serialised(arrays: dict[str, np.ndarray]) -> bytes:
     return out
 
 
-def test_checksums_equal_an_independent_crc32_and_sha256():
+def crc32c_bitwise(data: bytes) -> int:
+    """CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), one bit at a time: slow, independent."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def test_crc32c_reference_matches_the_published_check_value():
+    assert crc32c_bitwise(b"123456789") == 0xE3069283  # the CRC catalogue's check value for CRC-32C
+
+
+def test_checksums_equal_an_independent_crc32c_crc32_and_sha256():
     arrays = unit_arrays(0)
     arrays["strided"] = np.arange(24, dtype=np.int64).reshape(4, 6)[:, ::2]  # not contiguous
     arrays["empty"] = np.zeros((0, 3), np.int16)
     data = serialised(arrays)
-    assert CHECKSUM_ALGORITHM == "crc32"
-    assert unit_checksum(arrays) == f"{zlib.crc32(data):08x}"
+    assert CHECKSUM_ALGORITHM == "crc32c"
+    assert unit_checksum(arrays) == f"{crc32c_bitwise(data):08x}"
+    assert unit_checksum(arrays, "crc32") == f"{zlib.crc32(data):08x}"
     assert unit_checksum(arrays, "sha256") == hashlib.sha256(data).hexdigest()
     flipped = {**arrays, "topk_value": arrays["topk_value"].copy()}
     flipped["topk_value"].view(np.uint16)[0, 0, 0, 0, 0] ^= 1  # one bit
@@ -42,9 +57,11 @@ def test_checksums_equal_an_independent_crc32_and_sha256():
 @pytest.mark.parametrize(
     "marker_checksum, expected",
     [
-        (lambda a: {"checksum": unit_checksum(a), "checksum_algorithm": "crc32"}, None),
+        (lambda a: {"checksum": unit_checksum(a), "checksum_algorithm": "crc32c"}, None),
+        (lambda a: {"checksum": unit_checksum(a, "crc32"), "checksum_algorithm": "crc32"}, None),  # the previous round's markers
+        (lambda a: {"checksum": unit_checksum(a, "crc32"), "checksum_algorithm": "crc32c"}, "checksum differs from the marker"),
         (lambda a: {"checksum": unit_checksum(a, "sha256")}, None),  # an older marker: no algorithm named
-        (lambda a: {"checksum": unit_checksum(a)}, "checksum differs from the marker"),  # crc32 read as sha256
+        (lambda a: {"checksum": unit_checksum(a)}, "checksum differs from the marker"),  # crc32c read as sha256
         (lambda a: {"checksum": "0", "checksum_algorithm": "xxh3"}, "marker names checksum algorithm 'xxh3'"),
     ],
 )
