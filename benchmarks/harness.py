@@ -207,10 +207,13 @@ def time_tiers(extractors, unit_sets, tokens_of, repeats: int, device: str, comp
     times: dict[str, list[float]] = {f"bare_{n}": [] for n in tiers} | {f"extract_{n}": [] for n in tiers}
     if compare_serial:
         times["extract_serial_default"] = []
-    for _ in range(repeats):  # interleaved: A B A B ..., so drift on a shared machine hits all alike
+    for repeat in range(repeats):  # interleaved: A B A B ..., so drift on a shared machine hits all alike
         for name in tiers:
-            times[f"bare_{name}"].append(bare_pass(extractors[name], tokens_of[name]))
-            times[f"extract_{name}"].append(extract_pass(extractors[name], unit_sets[name]))
+            # Which pass goes first alternates: a forward right after an extraction was measured 2-4x
+            # slower on a loaded machine (RESULTS.md), so a fixed order would bias every ratio one way.
+            passes = [("bare", lambda: bare_pass(extractors[name], tokens_of[name])), ("extract", lambda: extract_pass(extractors[name], unit_sets[name]))]
+            for kind, timed in passes if repeat % 2 == 0 else passes[::-1]:
+                times[f"{kind}_{name}"].append(timed())
         if compare_serial:
             times["extract_serial_default"].append(extract_pass(extractors["default"], unit_sets["default"], serial=True))
     return times
