@@ -111,3 +111,19 @@ def extract_in_process(cfg) -> None:
 
     stage_prepare(cfg, use_ray=False)
     assert stage_extract(cfg, use_ray=False)["remaining"] == 0
+
+
+def tiny_config(model: str, corpus: str, out, **settings):
+    """A run of the tiny model over the tiny corpus at 32 tokens a window (29 windows), one worker;
+    `settings` override or add RunConfig fields."""
+    from attnsim.config import RunConfig
+
+    base = dict(model=model, corpus=corpus, out=str(out), max_tokens=32, windows_per_shard=1, batch_size=1, workers=1)
+    return RunConfig(**{**base, **settings})
+
+
+def tiny_extracted(model: str, corpus: str, out, **settings):
+    """`tiny_config`, prepared and extracted in process: a reference whose bytes a Ray run must equal."""
+    cfg = tiny_config(model, corpus, out, **settings)
+    extract_in_process(cfg)
+    return cfg

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import array_digest, extract_in_process, kill_processes
+from helpers import array_digest, kill_processes, tiny_config, tiny_extracted
 
 from attnsim.config import RunConfig
 from attnsim.pipeline import stage_prepare
@@ -33,16 +33,12 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
 N_UNITS = 29  # the corpus_dir fixture at max_tokens 32: 29 windows, one per unit
 
 
-def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
-    base = dict(model=tiny_bert, corpus=corpus_dir, out=str(out), max_tokens=32, windows_per_shard=1, batch_size=1, workers=1)
-    return RunConfig(**{**base, **kw})
+config = tiny_config
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_bert, corpus_dir, tmp_path_factory) -> RunConfig:
-    cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp("reference"))
-    extract_in_process(cfg)
-    return cfg
+    return tiny_extracted(tiny_bert, corpus_dir, tmp_path_factory.mktemp("reference"))
 
 
 def session_processes(sid: int, prefix: str = "") -> list[psutil.Process]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import DOCS, array_digest, extract_in_process, kill_processes, make_corpus, make_tiny_model, tree_digest
+from helpers import DOCS, array_digest, kill_processes, make_corpus, make_tiny_model, tiny_config, tiny_extracted, tree_digest
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
@@ -66,16 +66,13 @@ def cli(*args):
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
-    base = dict(model=tiny_bert, corpus=corpus_dir, out=str(out), max_tokens=32, windows_per_shard=1, batch_size=1, workers=1, bootstrap=10)
-    return RunConfig(**{**base, **kw})
+    return tiny_config(tiny_bert, corpus_dir, out, **{"bootstrap": 10, **kw})
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_bert, corpus_dir, tmp_path_factory) -> RunConfig:
     """An undisturbed run, extracted in process (its bytes equal a Ray run's)."""
-    cfg = config(tiny_bert, corpus_dir, tmp_path_factory.mktemp("reference"))
-    extract_in_process(cfg)
-    return cfg
+    return tiny_extracted(tiny_bert, corpus_dir, tmp_path_factory.mktemp("reference"), bootstrap=10)
 
 
 def copy_run(cfg: RunConfig, dest: Path) -> RunConfig:

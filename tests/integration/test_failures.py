@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import array_digest, extract_actor_processes, extract_in_process
+from helpers import array_digest, extract_actor_processes, extract_in_process, tiny_config
 
 from attnsim.config import RunConfig
 from attnsim.extract.stage import units_in_flight
@@ -22,8 +22,7 @@ from attnsim.store.io import completed_units
 
 
 def config(tiny_bert, corpus_dir, out, **kw) -> RunConfig:
-    base = dict(model=tiny_bert, corpus=corpus_dir, out=str(out), max_tokens=32, windows_per_shard=2, batch_size=2, workers=1)
-    return RunConfig(**{**base, **kw})
+    return tiny_config(tiny_bert, corpus_dir, out, **{"windows_per_shard": 2, "batch_size": 2, **kw})
 
 
 @pytest.fixture(scope="module")
