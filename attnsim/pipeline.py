@@ -20,7 +20,7 @@ from attnsim.errors import UserError
 from attnsim.extract.progress import ExtractProgress
 from attnsim.model.loading import load_model
 from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
-from attnsim.store.io import completed_units, consolidate, open_store, read_meta, update_attrs
+from attnsim.store.io import completed_units, consolidate, open_store, read_meta, store_exists, update_attrs
 from attnsim.store.meta import CONFIG_SETTINGS
 
 log = logging.getLogger("attnsim")
@@ -57,8 +57,8 @@ def load_run_config(out: str, overrides: dict) -> RunConfig:
     return RunConfig.load(None, {**overrides, "out": out})
 
 
-def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
-    info = model_info(cfg)
+def stage_prepare(cfg: RunConfig, use_ray: bool = True, info: dict | None = None) -> PrepareResult:
+    info = info or model_info(cfg)
     mapper = local_map
     if use_ray:
         from attnsim.executors.cluster import ensure_ray, ray_map
@@ -72,6 +72,21 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True) -> PrepareResult:
     return result
 
 
+def start_pool_early(cfg: RunConfig):
+    """The extraction actors, started before prepare so that their model loads overlap it (on lee:
+    RESULTS.md); None when the store is already fully extracted (a rerun only reduces)."""
+    from attnsim.executors.actor_pool import start_pool
+    from attnsim.executors.cluster import ensure_ray
+
+    try:
+        if store_exists(cfg.store_url) and not pending_units(cfg.store_url)[0]:
+            return None
+    except Exception:  # noqa: BLE001 - a store that cannot be read yet is prepare's to judge, next
+        pass
+    ensure_ray(owner=cfg.store_url)
+    return start_pool(cfg)
+
+
 def pending_units(url: str) -> tuple[list[int], object]:
     root = open_store(url)
     layout = read_meta(root).layout
@@ -79,8 +94,9 @@ def pending_units(url: str) -> tuple[list[int], object]:
     return [u for u in range(layout.n_units) if u not in done], layout
 
 
-def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None = None, fail_on_unit=None) -> dict:
-    """Extract every unit without a marker (or exactly `units`); returns counts."""
+def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None = None, fail_on_unit=None, pool=None) -> dict:
+    """Extract every unit without a marker (or exactly `units`); returns counts. `pool`: an actor
+    pool already started (`start_pool`), which this stage runs and closes."""
     url = cfg.store_url
     todo, layout = pending_units(url)
     # The store fixes what a unit computes: refuse a config that differs before any actor starts
@@ -98,7 +114,13 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
             from attnsim.executors.cluster import ensure_ray
 
             ensure_ray(owner=url)
-            result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
+            if pool is None:
+                result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
+            elif todo:
+                result = pool.run(todo, on_unit=progress.advance)
+            else:
+                pool.close()
+                result = {"done": 0, "retried": 0, "actors": 0}
         else:
             from attnsim.executors.local import run_extract_local
 
@@ -151,8 +173,14 @@ def stage_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[in
 
 
 def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
-    prepared = stage_prepare(cfg, use_ray)
-    extracted = stage_extract(cfg, use_ray)
+    info = model_info(cfg)  # checks the model before Ray starts
+    pool = start_pool_early(cfg) if use_ray else None
+    try:
+        prepared = stage_prepare(cfg, use_ray, info)
+        extracted = stage_extract(cfg, use_ray, pool=pool)
+    finally:
+        if pool is not None:
+            pool.close()  # a no-op once extraction closed it; on an error in prepare, frees the actors
     summary = stage_reduce(cfg)
     consolidate(cfg.store_url)
     report = stage_report(cfg)

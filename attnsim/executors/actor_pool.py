@@ -27,7 +27,7 @@ from typing import Callable
 import ray
 
 from attnsim.config import RunConfig
-from attnsim.executors import cluster
+from attnsim.executors.cluster import driver_node_dead
 from attnsim.executors.extract_actor import INFRA_ERRORS, ExtractActor, pool_plan
 from attnsim.executors.lifecycle import RESUME_HINT, ActorsFailed, ClusterLost, PoolStarved
 from attnsim.extract.stage import units_in_flight
@@ -47,16 +47,18 @@ class ActorPool:
     """A small state machine over slots (one actor each): starting -> held (first wave) -> idle lanes
     -> units in flight; a dead actor's slot is respawned, its units re-queued."""
 
-    def __init__(self, cfg: RunConfig, units: list[int], on_unit: Callable[[dict], None], fail_on_unit: dict[int, int] | None = None):
+    def __init__(
+        self, cfg: RunConfig, units: list[int] | None = None, on_unit: Callable[[dict], None] = lambda info: None, fail_on_unit: dict[int, int] | None = None
+    ):
         self.cfg = cfg
         n, self.options, self.threads = pool_plan(cfg)
-        self.n = min(n, len(units))
+        self.n = n if units is None else min(n, len(units))  # None: not known yet (a pool started early)
         self.lanes = units_in_flight(cfg, "cuda" if "num_gpus" in self.options else "cpu")
         self.on_unit = on_unit
         self.fail_on_unit = dict(fail_on_unit or {})  # test hook: slot -> die when its unit of this index starts
         self.cfg_json = cfg.model_dump(mode="json")
-        self.total = len(units)
-        self.queue = collections.deque(units)
+        self.total = len(units or ())
+        self.queue = collections.deque(units or ())
         self.actors: dict = {}  # slot -> its current actor handle
         self.starting: dict = {}  # ref of info() -> slot
         self.first_wave: set = set()  # first actors neither started nor failed yet
@@ -72,12 +74,24 @@ class ActorPool:
         self.last_wait_log = 0.0
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> dict:
-        log.info("extract: %d units on %d actors, each %s", self.total, self.n, self.options)
-        try:
+    def start(self) -> ActorPool:
+        """Spawn the actors (once): each loads the model and opens the store only at its first unit,
+        so a pool may start before the store is prepared. The caller must `run` or `close` it."""
+        if not self.actors:
             for slot in range(self.n):
                 self._spawn(slot)
             self.first_wave = set(self.actors)
+        return self
+
+    def run(self, units: list[int] | None = None, on_unit: Callable[[dict], None] | None = None) -> dict:
+        """Extract `units` (or those given at construction) and close the pool."""
+        if units is not None:
+            self.queue, self.total = collections.deque(units), len(units)
+            self._trim(len(units))
+        self.on_unit = on_unit or self.on_unit
+        log.info("extract: %d units on %d actors, each %s", self.total, self.n, self.options)
+        try:
+            self.start()
             while self.in_flight or (self.queue and self.starting) or self.held:
                 self._step()
             if self.queue:
@@ -114,6 +128,7 @@ class ActorPool:
                 ray.kill(actor, no_restart=True)
             except Exception as e:  # noqa: BLE001 - the cluster may be gone; nothing is left to stop then
                 log.debug("could not kill an actor: %s", e)
+        self.actors.clear()
 
     # ------------------------------------------------------------------ events
     def _on_started(self, ref) -> None:
@@ -177,6 +192,16 @@ class ActorPool:
         self.idle.clear()
         self.idle.extend(idle_lanes)
 
+    def _trim(self, wanted: int) -> None:
+        """No more actors than units: the surplus of a pool started before the units were known goes."""
+        for slot in sorted(self.actors)[wanted:]:
+            ray.kill(self.actors.pop(slot), no_restart=True)
+            self.starting = {ref: s for ref, s in self.starting.items() if s != slot}
+            self.first_wave.discard(slot)
+            self.held = [s for s in self.held if s != slot]
+            self.idle = collections.deque(s for s in self.idle if s != slot)
+        self.n = min(self.n, wanted)
+
     def _release(self) -> None:
         # Round-robin lanes: every actor gets a unit before any gets its second.
         self.idle.extend(slot for _ in range(self.lanes) for slot in self.held)
@@ -216,38 +241,6 @@ class ActorPool:
         return f"each asks for {self.options}, the cluster has {free} free (add nodes, or lower workers / cpus_per_worker / actors_per_gpu)"
 
 
-def driver_node_dead() -> str | None:
-    """What died, when the node this driver submits through is dead (or the cluster's GCS is gone);
-    None while it is alive. A driver whose raylet is gone can never start an actor again.
-
-    The cheap checks come first and never block: a call to a dead GCS (ray.nodes()) hangs until
-    Ray's own 60 s reconnect limit and then kills the driver without a word (measured, Ray 2.60)."""
-    node = ray._private.worker._global_node
-    # A local cluster's own processes (empty when this driver joined a cluster): poll() is instant,
-    # where the GCS takes 15-30 s to declare a dead raylet's node dead.
-    for kind, infos in (getattr(node, "all_processes", None) or {}).items():
-        for info in infos:
-            if kind in ("gcs_server", "raylet") and info.process.poll() is not None:
-                return f"the local Ray node's {kind} (pid {info.process.pid}) died"
-    try:
-        gcs = node.gcs_address if node is not None else None
-    except AssertionError:  # Ray asserts that it knows the address; a driver always does
-        gcs = None
-    if gcs and not cluster.reachable(gcs):
-        return f"the Ray cluster's GCS at {gcs} stopped answering"
-    try:
-        node_id = ray.get_runtime_context().get_node_id()
-        nodes = ray.nodes()
-    except Exception as e:  # noqa: BLE001 - the GCS itself is unreachable: the cluster is gone
-        return f"the Ray cluster stopped answering ({type(e).__name__})"
-    mine = [n for n in nodes if n["NodeID"] == node_id]
-    if mine and not mine[0]["Alive"]:
-        return f"the Ray node this driver runs on ({mine[0].get('NodeManagerAddress')}, node {node_id[:8]}) died"
-    if not any(n["Alive"] for n in nodes):
-        return "every node of the Ray cluster died"
-    return None
-
-
 def first_error_line(e: BaseException | None) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:160] if e is not None else "none"
 
@@ -262,6 +255,12 @@ def run_extract(
     if not units:
         return {"done": 0, "retried": 0, "actors": 0}
     return ActorPool(cfg, units, on_unit, fail_on_unit).run()
+
+
+def start_pool(cfg: RunConfig) -> ActorPool:
+    """Start the extraction actors now (Ray must be up), before the units are known: their model
+    loads overlap whatever the driver does next (prepare). Hand the pool to `stage_extract`."""
+    return ActorPool(cfg).start()
 
 
 def _pool_info(actors: list) -> list[dict]:

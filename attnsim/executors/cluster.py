@@ -121,3 +121,35 @@ def ray_map(fn: Callable, items: list):
     refs = [remote.remote(item) for item in items]
     for ref in refs:
         yield ray.get(ref)
+
+
+def driver_node_dead() -> str | None:
+    """What died, when the node this driver submits through is dead (or the cluster's GCS is gone);
+    None while it is alive. A driver whose raylet is gone can never start an actor again.
+
+    The cheap checks come first and never block: a call to a dead GCS (ray.nodes()) hangs until
+    Ray's own 60 s reconnect limit and then kills the driver without a word (measured, Ray 2.60)."""
+    node = ray._private.worker._global_node
+    # A local cluster's own processes (empty when this driver joined a cluster): poll() is instant,
+    # where the GCS takes 15-30 s to declare a dead raylet's node dead.
+    for kind, infos in (getattr(node, "all_processes", None) or {}).items():
+        for info in infos:
+            if kind in ("gcs_server", "raylet") and info.process.poll() is not None:
+                return f"the local Ray node's {kind} (pid {info.process.pid}) died"
+    try:
+        gcs = node.gcs_address if node is not None else None
+    except AssertionError:  # Ray asserts that it knows the address; a driver always does
+        gcs = None
+    if gcs and not reachable(gcs):
+        return f"the Ray cluster's GCS at {gcs} stopped answering"
+    try:
+        node_id = ray.get_runtime_context().get_node_id()
+        nodes = ray.nodes()
+    except Exception as e:  # noqa: BLE001 - the GCS itself is unreachable: the cluster is gone
+        return f"the Ray cluster stopped answering ({type(e).__name__})"
+    mine = [n for n in nodes if n["NodeID"] == node_id]
+    if mine and not mine[0]["Alive"]:
+        return f"the Ray node this driver runs on ({mine[0].get('NodeManagerAddress')}, node {node_id[:8]}) died"
+    if not any(n["Alive"] for n in nodes):
+        return "every node of the Ray cluster died"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 
 import ray
 import torch
@@ -16,7 +17,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.extract.stage import Extractor
+from attnsim.extract.stage import Extractor, load_for_extraction
 
 log = logging.getLogger("attnsim")
 # What an actor's death looks like to the driver: infrastructure, retried; never a unit's own error.
@@ -41,7 +42,15 @@ class ExtractActor:
                 os.environ.get("CUDA_VISIBLE_DEVICES"),
             )
             self.device = "cpu"
-        self.extractor = Extractor(RunConfig.model_validate(cfg_json), device="cpu" if self.device == "cpu" else "cuda", threads=threads)
+        self.cfg, self.threads = RunConfig.model_validate(cfg_json), threads
+        if threads:
+            torch.set_num_threads(threads)  # before the model loads; Ray may have set OMP_NUM_THREADS=1
+        # The model loads now, the store opens at the first unit: `pipeline.run_all` starts the pool
+        # while prepare is still writing the store, so the model is loaded by the time units come.
+        self.compute_device = "cpu" if self.device == "cpu" else "cuda"
+        self.loaded = load_for_extraction(self.cfg, torch.device(self.compute_device))
+        self._extractor: Extractor | None = None
+        self._opening = threading.Lock()  # lanes (max_concurrency) may ask for it at once
         self.fail_on_unit = fail_on_unit  # test hook: die when the unit of this index (0-based) starts
         # Counted as units start, not as they finish: with several units in flight, two can finish
         # before the next one starts, and a count of finished units would skip the index.
@@ -60,7 +69,13 @@ class ExtractActor:
     def run_unit(self, unit: int) -> dict:
         if next(self.units_started) == self.fail_on_unit:  # next() on a count is atomic under the GIL
             os._exit(1)  # simulated crash: no cleanup, like a killed process
-        return self.extractor.run_unit(unit)
+        return self.extractor().run_unit(unit)
+
+    def extractor(self) -> Extractor:
+        with self._opening:
+            if self._extractor is None:
+                self._extractor = Extractor(self.cfg, device=self.compute_device, threads=self.threads, loaded=self.loaded)
+            return self._extractor
 
 
 def pool_plan(cfg: RunConfig, resources: dict | None = None, node_cpus: int | None = None) -> tuple[int, dict, int | None]:

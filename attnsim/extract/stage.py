@@ -66,6 +66,22 @@ def pick_device(requested: str) -> torch.device:
     return torch.device("cpu")
 
 
+def extraction_dtype(cfg: RunConfig, device: torch.device) -> str:
+    """The weights' dtype: the configured one on a GPU; float32 on a CPU (half precision is slow there)."""
+    return cfg.dtype if device.type == "cuda" else "float32"
+
+
+def load_for_extraction(cfg: RunConfig, device: torch.device) -> LoadedModel:
+    """The run's model on `device`, as an Extractor computes with it."""
+    return load_model(
+        cfg.model,
+        device=device,
+        dtype=extraction_dtype(cfg, device),
+        trust_remote_code=cfg.trust_remote_code,
+        allow_pickle_weights=cfg.allow_pickle_weights,
+    )
+
+
 class UnitComputer:
     """Computes the tier arrays for a set of windows with one loaded model (no store access)."""
 
@@ -197,14 +213,8 @@ class Extractor:
         meta = read_meta(self.root)
         self.layout = meta.layout
         self.device = pick_device(device or cfg.device)
-        dtype = cfg.dtype if self.device.type == "cuda" else "float32"
-        self.loaded = loaded or load_model(
-            cfg.model,
-            device=self.device,
-            dtype=dtype,
-            trust_remote_code=cfg.trust_remote_code,
-            allow_pickle_weights=cfg.allow_pickle_weights,
-        )
+        dtype = extraction_dtype(cfg, self.device)
+        self.loaded = loaded or load_for_extraction(cfg, self.device)
         self.computer = UnitComputer(
             self.loaded,
             kind=meta.similarity_kind,
