@@ -214,8 +214,8 @@ def structured_eval_command(
         table.add_row(r.method, f"{r.pk:.3f}", f"{r.windowdiff:.3f}", f"{r.boundaries:.1f}")
     console.print(table)
     console.print(
-        f"boundaries: mean predicted per document (the truth has {truth:.1f}) · cutoff {cfg.cutoff} "
-        f"{cfg.threshold} σ · min fraction {cfg.fraction} · {time.time() - started:.0f} s",
+        f"boundaries: mean predicted per document (the truth has {truth:.1f}) · cutoff {_rule(cfg)} "
+        f"· min fraction {cfg.fraction} · {time.time() - started:.0f} s",
         highlight=False,
     )
     if json_path:
@@ -230,3 +230,10 @@ def structured_eval_command(
             "rows": [r.__dict__ for r in rows],
         }
         Path(json_path).write_text(json.dumps(payload, indent=2))
+
+
+def _rule(cfg: SegmentConfig) -> str:
+    """The count rule in words, for the table's footer."""
+    if cfg.cutoff == "penalty":
+        return f"penalty {cfg.penalty} · ln(sentences) a boundary"
+    return f"{cfg.cutoff} {cfg.threshold} σ" if cfg.cutoff == "depth" else cfg.cutoff

@@ -163,11 +163,11 @@ def evaluate(segmenter, documents: list[list[str]], *, n_samples: int = 100, see
         samples = build_samples(documents, SUBSETS[name], n_samples, seed, subset=index)
         texts = [s.sentences for s in samples]
         truth_counts = [len(s.boundaries) + 1 for s in samples]
-        curves = segmenter.scores(texts, cache)
+        profiles = segmenter.profiles(texts, cache)
         rng = np.random.default_rng([seed, index, 1])
         predicted = {
-            METHODS[0]: [segmenter.choose(c) for c in curves],
-            METHODS[1]: [segmenter.choose(c, k) for c, k in zip(curves, truth_counts)],
+            METHODS[0]: [segmenter.choose(c, None, v) for c, v in profiles],
+            METHODS[1]: [segmenter.choose(c, k) for (c, _), k in zip(profiles, truth_counts)],
             METHODS[2]: [texttiling_boundaries(t, tiler) for t in texts],
             METHODS[3]: [random_boundaries(len(s.sentences), len(s.boundaries), rng) for s in samples],
         }

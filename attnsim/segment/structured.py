@@ -47,13 +47,13 @@ def structured_samples(docs, splitter, *, limit: int | None = None) -> list[Samp
     return out
 
 
-def predictions(segmenter, samples: list[Sample], curves, seed: int) -> dict[str, list[list[int]]]:
-    """Each method's predicted gaps for each sample (methods in METHODS order)."""
+def predictions(segmenter, samples: list[Sample], profiles, seed: int) -> dict[str, list[list[int]]]:
+    """Each method's predicted gaps for each sample (methods in METHODS order); profiles: `Segmenter.profiles`."""
     rng = np.random.default_rng([seed, 99])
     tiler = make_texttiling()
     return {
-        METHODS[0]: [segmenter.choose(c) for c in curves],
-        METHODS[1]: [segmenter.choose(c, len(s.boundaries) + 1) for c, s in zip(curves, samples)],
+        METHODS[0]: [segmenter.choose(c, None, v) for c, v in profiles],
+        METHODS[1]: [segmenter.choose(c, len(s.boundaries) + 1) for (c, _), s in zip(profiles, samples)],
         METHODS[2]: [texttiling_boundaries(s.sentences, tiler) for s in samples],
         METHODS[3]: [random_boundaries(len(s.sentences), len(s.boundaries), rng) for s in samples],
     }
@@ -61,9 +61,9 @@ def predictions(segmenter, samples: list[Sample], curves, seed: int) -> dict[str
 
 def evaluate_structured(segmenter, samples: list[Sample], *, name: str, seed: int = 0) -> list[EvalRow]:
     """One row per method: mean Pk, WindowDiff and predicted boundaries over the documents."""
-    curves = segmenter.scores([s.sentences for s in samples])
+    profiles = segmenter.profiles([s.sentences for s in samples])
     rows = []
-    for method, predicted in predictions(segmenter, samples, curves, seed).items():
+    for method, predicted in predictions(segmenter, samples, profiles, seed).items():
         scores = [pk_windowdiff(len(s.sentences), s.boundaries, p) for s, p in zip(samples, predicted)]
         pk_mean, wd_mean = np.mean(scores, 0)
         count = float(np.mean([len(p) for p in predicted]))

@@ -90,3 +90,16 @@ def test_structured_eval_on_a_user_corpus(tiny, tiny_bert, tmp_path):
     assert saved["truth_boundaries"] == 2.5
     r = CliRunner().invoke(app, ["segment", "--eval", "--segments-column", "parts", "--model", tiny_bert])
     assert r.exit_code == 2 and "needs --corpus" in r.output
+
+
+def test_penalty_cutoff_from_the_command_line(tiny_bert, tmp_path):
+    topics = ["apples", "rockets", "rivers"]
+    path = tmp_path / "docs.jsonl"
+    parts = [" ".join(f"Part {t} sentence {i} mentions {t} again." for i in range(5)) for t in topics]
+    path.write_text(json.dumps({"name": "d0", "parts": parts}) + "\n")
+    args = ["segment", "--eval", "--corpus", str(path), "--segments-column", "parts", "--model", tiny_bert]
+    r = CliRunner().invoke(app, [*args, "--cutoff", "penalty:0.5"])
+    assert r.exit_code == 0, r.output
+    assert "penalty 0.5 · ln(sentences)" in " ".join(r.output.split())
+    r = CliRunner().invoke(app, [*args, "--cutoff", "penalty:x"])
+    assert r.exit_code != 0 and "penalty:WEIGHT" in r.output
