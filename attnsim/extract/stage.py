@@ -30,6 +30,7 @@ import torch
 
 from attnsim.config import RunConfig
 from attnsim.model.allocator import keep_freed_memory
+from attnsim.model.fused_mass import fused_attention_mass, fused_works
 from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
 from attnsim.model.loading import LoadedModel, load_model
 from attnsim.model.taps import head_taps
@@ -95,6 +96,7 @@ class UnitComputer:
         self.punct_table = punct.to(self.device)
         self.cls, self.sep = token_classes["cls"], token_classes["sep"]
         self.pad = loaded.tokenizer.pad_token_id or 0
+        self.mass_kernel = mass_kernel(self.device)
 
     def batches(self, input_ids: np.ndarray, length: np.ndarray):
         """(rows, ids (B, Tb) on the device, valid (B, Tb)) per batch; rows keep the store order.
@@ -184,9 +186,21 @@ class UnitComputer:
             index, value = topk_neighbours(s, valid, self.k, already_masked=True)  # (B, H, Tb, k)
             results.append(("topk_index", layer, index.to(torch.int16)))
             results.append(("topk_value", layer, value.to(torch.float16)))
-            scores = attention_scores(split_heads(q, h), split_heads(key, h), valid)  # (B, H, Tb, Tb)
-            mass = attention_mass(scores, valid, ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"], ctx["n_sentences"])  # (B, H, C)
+            qh, kh, categories = split_heads(q, h), split_heads(key, h), (ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"], ctx["n_sentences"])
+            if self.mass_kernel == "fused":  # one fused attention call, no T x T tensor
+                mass = fused_attention_mass(qh, kh, valid, *categories)  # (B, H, C)
+            else:
+                mass = attention_mass(attention_scores(qh, kh, valid), valid, *categories)
             results.append(("attention_mass", layer, mass))
+
+
+def mass_kernel(device: torch.device) -> str:
+    """Which attention-mass path a device gets: "fused" (`fused_mass`: one fused attention call, no
+    T x T tensor) on CUDA where its probe passes, else "reference" (`kernels.attention_mass` on
+    recomputed scores). The CPU keeps the reference: the fused path measured no faster there
+    (benchmarks/RESULTS.md, 2026-12-03), and the CPU's stored bytes stay as they were. Both agree
+    within agreement.py's tolerances (tests/unit/test_fused_mass.py)."""
+    return "fused" if device.type == "cuda" and fused_works(device) else "reference"
 
 
 def units_in_flight(cfg: RunConfig, device_type: str) -> int:

@@ -144,7 +144,6 @@ def attention_mass(
     (-1 = special/padding); n_sentences: the most sentences in one window, if the caller knows it
     (reading it off the tensor makes a GPU wait). Returns (B, H, C) float32 in the order of MASS_CATEGORIES.
     """
-    b, h, t, _ = scores.shape
     p = torch.softmax(scores, dim=-1)  # (B, H, T, J)
     # entropy = -sum p log p = lse - sum p * score, where log p = score - lse. lse is read off the
     # row maximum (log p_max = s_max - lse), so no log or exp of a T x T tensor is needed beyond softmax.
@@ -154,21 +153,41 @@ def attention_mass(
     entropy = lse - torch.linalg.vecdot(p, scores)  # (B, H, T)
     # Every key-category sum in one matmul: [CLS], [SEP], punctuation, then one column per sentence
     # of the window (ids made relative to the window's first sentence to keep that matrix narrow).
+    keys, sentence = key_categories(is_cls, is_sep, is_punct, sentence, n_sentences)
+    sums = p @ keys.to(p.dtype)[:, None]  # (B, H, T, 3 + S)
+    same_sentence = own_sentence(sums, sentence)  # (B, H, T)
+    diag = torch.diagonal(p, 0, -2, -1)  # (B, H, T)
+    prev = torch.nn.functional.pad(torch.diagonal(p, -1, -2, -1), (1, 0))  # p[i, i-1], 0 at i = 0
+    nxt = torch.nn.functional.pad(torch.diagonal(p, 1, -2, -1), (0, 1))  # p[i, i+1], 0 at the end
+    per_token = torch.stack([sums[..., 0], sums[..., 1], sums[..., 2], diag, prev, nxt, same_sentence, entropy], dim=-1)
+    return query_means(per_token, sentence >= 0)
+
+
+def key_categories(is_cls, is_sep, is_punct, sentence: torch.Tensor, n_sentences: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key categories (B, T, 3 + S) bool: [CLS], [SEP], punctuation, then one column per sentence
+    of the window (ids made relative to the window's first sentence, to keep the matrix narrow),
+    and those relative ids (B, T) (-1 = special/padding). S = n_sentences, read off `sentence` if None."""
     if n_sentences is None:
         n_sentences = sentences_per_window(sentence.cpu().numpy())
     real = sentence >= 0
     first = torch.where(real, sentence, torch.iinfo(sentence.dtype).max).amin(-1, keepdim=True)
     sentence = torch.where(real, sentence - first, -1)
-    onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sentences, 1)) & (sentence >= 0)[..., None]
-    keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1).to(p.dtype)
-    sums = p @ keys[:, None]  # (B, H, T, 3 + S)
+    onehot = torch.nn.functional.one_hot(sentence.clamp_min(0), max(n_sentences, 1)) & real[..., None]
+    keys = torch.cat([is_cls[..., None], is_sep[..., None], is_punct[..., None], onehot.bool()], dim=-1)
+    return keys, sentence
+
+
+def own_sentence(sums: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+    """Each query's mass on its own sentence, from the category sums (B, H, T, 3 + S); 0 where not real."""
+    b, h, t, _ = sums.shape
     own = sentence.clamp_min(0)[:, None, :, None].expand(b, h, t, 1) + 3
-    same_sentence = torch.gather(sums, -1, own)[..., 0] * (sentence >= 0)[:, None, :].to(p.dtype)
-    diag = torch.diagonal(p, 0, -2, -1)  # (B, H, T)
-    prev = torch.nn.functional.pad(torch.diagonal(p, -1, -2, -1), (1, 0))  # p[i, i-1], 0 at i = 0
-    nxt = torch.nn.functional.pad(torch.diagonal(p, 1, -2, -1), (0, 1))  # p[i, i+1], 0 at the end
-    per_token = torch.stack([sums[..., 0], sums[..., 1], sums[..., 2], diag, prev, nxt, same_sentence, entropy], dim=-1)
-    # The mean over queries in float64, rounded once: its float32 sum would round differently as
-    # the vectorised reduction splits T differently.
+    return torch.gather(sums, -1, own)[..., 0] * (sentence >= 0)[:, None, :].to(sums.dtype)
+
+
+def query_means(per_token: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, C) per-query values -> (B, H, C) float32 means over real queries (real: (B, T)).
+
+    In float64, rounded once: a float32 sum would round differently as the vectorised reduction
+    splits T differently."""
     w = real.to(torch.float64)[:, None, :, None]  # (B, 1, T, 1): real queries only
     return ((per_token.double() * w).sum(2) / w.sum(2).clamp_min(1.0)).float()  # (B, H, C)
