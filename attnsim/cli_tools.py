@@ -55,7 +55,11 @@ def segment(  # long: its options are its signature: typer reads each parameter 
     block: int = typer.Option(4, help="Sentences compared on each side of a gap (at least)."),
     block_fraction: float = typer.Option(0.03, help="... or this fraction of the text's sentences, if more."),
     min_segment: int = typer.Option(2, help="Fewest sentences in a segment."),
-    cutoff: str = typer.Option("depth", help="Boundary count rule: depth (valleys >= --threshold σ deep) or hearst (mean - σ/2 of the valley depths)."),
+    cutoff: str = typer.Option(
+        "penalty",
+        help="Boundary count rule: penalty (the optimal set at 0.435·ln(sentences) a boundary; penalty:W sets the weight), "
+        "depth (valleys >= --threshold σ deep) or hearst (mean - σ/2 of the valley depths).",
+    ),
     threshold: float = typer.Option(2.5, help="depth cutoff: valley depth in standard deviations of the text's cohesion curve."),
     min_fraction: float = typer.Option(0.04, help="A segment also holds at least this fraction of the text's sentences."),
     window: int = typer.Option(0, help="0: each sentence is its own model window; N: overlapping N-token windows across the gaps."),
