@@ -114,13 +114,7 @@ def stage_extract(cfg: RunConfig, use_ray: bool = True, units: list[int] | None 
             from attnsim.executors.cluster import ensure_ray
 
             ensure_ray(owner=url)
-            if pool is None:
-                result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit)
-            elif todo:
-                result = pool.run(todo, on_unit=progress.advance)
-            else:
-                pool.close()
-                result = {"done": 0, "retried": 0, "actors": 0}
+            result = run_extract(cfg, todo, on_unit=progress.advance, fail_on_unit=fail_on_unit, pool=pool)
         else:
             from attnsim.executors.local import run_extract_local
 

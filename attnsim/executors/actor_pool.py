@@ -47,18 +47,15 @@ class ActorPool:
     """A small state machine over slots (one actor each): starting -> held (first wave) -> idle lanes
     -> units in flight; a dead actor's slot is respawned, its units re-queued."""
 
-    def __init__(
-        self, cfg: RunConfig, units: list[int] | None = None, on_unit: Callable[[dict], None] = lambda info: None, fail_on_unit: dict[int, int] | None = None
-    ):
+    def __init__(self, cfg: RunConfig, fail_on_unit: dict[int, int] | None = None):
         self.cfg = cfg
-        n, self.options, self.threads = pool_plan(cfg)
-        self.n = n if units is None else min(n, len(units))  # None: not known yet (a pool started early)
+        self.n, self.options, self.threads = pool_plan(cfg)  # at most one actor a unit: `run` trims
         self.lanes = units_in_flight(cfg, "cuda" if "num_gpus" in self.options else "cpu")
-        self.on_unit = on_unit
+        self.on_unit: Callable[[dict], None] = lambda info: None
         self.fail_on_unit = dict(fail_on_unit or {})  # test hook: slot -> die when its unit of this index starts
         self.cfg_json = cfg.model_dump(mode="json")
-        self.total = len(units or ())
-        self.queue = collections.deque(units or ())
+        self.total = 0
+        self.queue: collections.deque = collections.deque()
         self.actors: dict = {}  # slot -> its current actor handle
         self.starting: dict = {}  # ref of info() -> slot
         self.first_wave: set = set()  # first actors neither started nor failed yet
@@ -83,12 +80,10 @@ class ActorPool:
             self.first_wave = set(self.actors)
         return self
 
-    def run(self, units: list[int] | None = None, on_unit: Callable[[dict], None] | None = None) -> dict:
-        """Extract `units` (or those given at construction) and close the pool."""
-        if units is not None:
-            self.queue, self.total = collections.deque(units), len(units)
-            self._trim(len(units))
-        self.on_unit = on_unit or self.on_unit
+    def run(self, units: list[int], on_unit: Callable[[dict], None]) -> dict:
+        """Extract `units` (started or not: no more actors than units) and close the pool."""
+        self.queue, self.total, self.on_unit = collections.deque(units), len(units), on_unit
+        self._trim(len(units))
         log.info("extract: %d units on %d actors, each %s", self.total, self.n, self.options)
         try:
             self.start()
@@ -250,11 +245,15 @@ def run_extract(
     units: list[int],
     on_unit: Callable[[dict], None] = lambda info: None,
     fail_on_unit: dict[int, int] | None = None,
+    pool: ActorPool | None = None,
 ) -> dict:
-    """Run every unit on the actor pool; returns counts of units done and retried."""
+    """Run every unit on the actor pool (`pool`: one `start_pool` started early, else a new one),
+    then close it; returns counts of units done and retried."""
     if not units:
+        if pool is not None:
+            pool.close()
         return {"done": 0, "retried": 0, "actors": 0}
-    return ActorPool(cfg, units, on_unit, fail_on_unit).run()
+    return (pool or ActorPool(cfg, fail_on_unit)).run(units, on_unit)
 
 
 def start_pool(cfg: RunConfig) -> ActorPool:

@@ -42,7 +42,7 @@ class ExtractActor:
                 os.environ.get("CUDA_VISIBLE_DEVICES"),
             )
             self.device = "cpu"
-        self.cfg, self.threads = RunConfig.model_validate(cfg_json), threads
+        self.cfg = RunConfig.model_validate(cfg_json)
         if threads:
             torch.set_num_threads(threads)  # before the model loads; Ray may have set OMP_NUM_THREADS=1
         # The model loads now, the store opens at the first unit: `pipeline.run_all` starts the pool
@@ -74,7 +74,7 @@ class ExtractActor:
     def extractor(self) -> Extractor:
         with self._opening:
             if self._extractor is None:
-                self._extractor = Extractor(self.cfg, device=self.compute_device, threads=self.threads, loaded=self.loaded)
+                self._extractor = Extractor(self.cfg, device=self.compute_device, loaded=self.loaded)  # threads: set above
             return self._extractor
 
 
