@@ -5,7 +5,8 @@
 # float16 safetensors in .gpu/minilm (the package's 87 MiB of float32 would not fit the transfer), the
 # lee corpus as .gpu/lee_background.cor. Prepare .gpu with benchmarks/gpu_kit.sh on a machine with pip.
 # A short device budget: RUNS="float16 32 4" REPEATS=2 bash benchmarks/gpu_run.sh (one configuration per model;
-# MODELS="minilm" or "bert-base" for one model).
+# MODELS="minilm" or "bert-base" for one model). Each configuration runs with the GPU's fused kernels
+# (Triton S + top-k, fused attention mass) and again with the T x T reference (KERNELS="auto" skips that).
 set -euo pipefail
 out=${OUT:-/tmp/attnsim-gpu}
 runs=${RUNS:-"float32 8 4,float16 32 4,float16 32 1"}  # dtype batch writers, comma-separated
@@ -20,6 +21,7 @@ python3 -m pytest -q -p no:cacheprovider -s tests/gpu 2>&1 | tee "$out/gpu_tests
 # Models (issue 12): minilm, and bert-base (BertConfig() defaults, random weights, minilm's tokenizer,
 # built by the harness; its goal is extract / bare >= 0.85, minilm's 0.60).
 models=${MODELS:-"minilm bert-base"}
+kernel_sets=${KERNELS:-"auto reference"}
 IFS=, read -ra configurations <<< "$runs"
 for model in $models; do
     if [ "$model" = bert-base ]; then
@@ -30,11 +32,13 @@ for model in $models; do
     fi
     for run in "${configurations[@]}"; do  # dtype, batch, unit writers
         set -- $run
-        name="$model-$1-b$2-w$3"
-        python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --unit-writers "$3" --extract-only \
-            --repeats "$repeats" $compare --corpus .gpu/lee_background.cor "${model_args[@]}" --out "/tmp/bench-$name" \
-            --results "$out/RESULTS-gpu-$name.md" 2>&1 | tail -24
-        cp "/tmp/bench-$name/results.json" "$out/results-gpu-$name.json"
+        for kernels in $kernel_sets; do
+            name="$model-$1-b$2-w$3-$kernels"
+            python3 -m benchmarks.harness --device cuda --dtype "$1" --batch-size "$2" --unit-writers "$3" --extract-only \
+                --kernels "$kernels" --repeats "$repeats" $compare --corpus .gpu/lee_background.cor "${model_args[@]}" \
+                --out "/tmp/bench-$name" --results "$out/RESULTS-gpu-$name.md" 2>&1 | tail -24
+            cp "/tmp/bench-$name/results.json" "$out/results-gpu-$name.json"
+        done
     done
 done
 python3 -m benchmarks.profile_units --device cuda --dtype float16 --batch-size 32 --units 6 --corpus .gpu/lee_background.cor \

@@ -120,6 +120,9 @@ def parse_args(argv) -> argparse.Namespace:
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="model weights (GPU only)")
     ap.add_argument("--unit-writers", type=int, default=None, help="units written beside the compute (default: 0 on the CPU, 4 on a GPU)")
     ap.add_argument("--extract-only", action="store_true", help="skip the reduce and end-to-end measures")
+    ap.add_argument(
+        "--kernels", default="auto", choices=["auto", "reference"], help="the device's own S + top-k and attention-mass kernels, or the T x T reference's"
+    )
     ap.add_argument("--compare-serial", action="store_true", help="also time the default tier one unit at a time")
     ap.add_argument("--results", default=None, help="Markdown table (default benchmarks/RESULTS.md; none in smoke mode)")
     ap.add_argument(
@@ -166,6 +169,8 @@ def main(argv=None) -> dict:  # long: the benchmark's steps in order, each a cal
         url = str(out / f"store_{name}.zarr")
         store_for(prep.url, url, tier_set)
         extractors[name] = Extractor(cfg.model_copy(update={"store": url, "tiers": list(tier_set)}), loaded=loaded)
+        if args.kernels == "reference":  # e.g. a GPU's fused kernels against the T x T path, same machine
+            extractors[name].computer.topk_kernel = extractors[name].computer.mass_kernel = "reference"
         n_units = min(base_layout.n_units, args.units or base_layout.n_units)
         if name == "dense":  # a T x T float16 matrix per head and window: measured on a subset
             n_units = max(1, min(n_units, args.dense_windows // wps))
@@ -174,7 +179,7 @@ def main(argv=None) -> dict:  # long: the benchmark's steps in order, each a cal
 
     times = time_tiers(extractors, unit_sets, tokens_of, repeats, cfg.device, args.compare_serial)
     med = {k: statistics.median(v) for k, v in times.items()}
-    results = summarise(args, prep, cfg, tiers, tokens_of, med, repeats, wps, threads, dtype)
+    results = summarise(args, prep, cfg, tiers, tokens_of, med, repeats, wps, threads, dtype, extractors)
     host_threads = [int(n) for n in args.host_threads.split(",") if n]
     if host_threads and "default" in tiers:
         host_url = str(out / "store_host.zarr")  # its units are overwritten with other units' arrays
@@ -219,9 +224,10 @@ def time_tiers(extractors, unit_sets, tokens_of, repeats: int, device: str, comp
     return times
 
 
-def summarise(args, prep, cfg, tiers, tokens_of, med: dict, repeats: int, wps: int, threads: int, dtype: str) -> dict:
+def summarise(args, prep, cfg, tiers, tokens_of, med: dict, repeats: int, wps: int, threads: int, dtype: str, extractors: dict) -> dict:
     """Throughputs, ratios and bytes per token from the median times."""
     out = Path(args.out)
+    first = next(iter(extractors.values())).computer  # every tier's extractor has the same kernels
     results: dict = {
         "corpus_tokens": prep.n_tokens,
         "windows": prep.n_windows,
@@ -234,6 +240,7 @@ def summarise(args, prep, cfg, tiers, tokens_of, med: dict, repeats: int, wps: i
         "units_in_flight": units_in_flight(cfg, args.device),
         "model": args.model,
         "tiers": list(tiers),
+        "kernels": {"topk": first.topk_kernel, "mass": first.mass_kernel},
     }
     for name in tiers:
         toks = sum(int(t["length"].sum()) for t in tokens_of[name])

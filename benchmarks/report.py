@@ -69,6 +69,7 @@ def markdown(r: dict, smoke: bool) -> str:
         f"Model {r['model']}. Corpus: {r['windows']} windows, {r['corpus_tokens']} tokens; model weights {r['dtype']} on {r['device']}, "
         f"batch {r['batch_size']}, {r['windows_per_shard']} windows per unit, units in flight per extractor: "
         f"{r['units_in_flight']} (one computing, the others compressed and written beside it); "
+        f"kernels: S + top-k {r['kernels']['topk']}, attention mass {r['kernels']['mass']}; "
         f"medians of {r['repeats']} interleaved repeats.",
         "",
         "| measure | value | goal | met |",

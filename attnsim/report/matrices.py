@@ -77,7 +77,7 @@ def choose_heads(heads: pl.DataFrame, n: int = 4) -> list[tuple[int, int]]:
 
 def recompute_dense(store: SimilarityStore, cfg: RunConfig, window: int) -> np.ndarray:
     """S of every head on one window, (L, H, T, T) float32, by running the run's model (CPU)."""
-    from attnsim.extract.stage import UnitComputer
+    from attnsim.extract.compute import UnitComputer
     from attnsim.model.loading import load_model
 
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)

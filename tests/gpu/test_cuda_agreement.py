@@ -22,7 +22,7 @@ import pytest
 import torch
 from helpers import DOCS
 
-from attnsim.extract.stage import UnitComputer
+from attnsim.extract.compute import UnitComputer
 from attnsim.model.loading import load_model
 from attnsim.prepare.stage import token_classes
 from attnsim.store.meta import MASS_CATEGORIES

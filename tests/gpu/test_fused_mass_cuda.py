@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnsim.extract.stage import mass_kernel
+from attnsim.extract.compute import mass_kernel
 from attnsim.model.agreement import ENTROPY_TOLERANCE, MASS_TOLERANCE
 from attnsim.model.fused_mass import fused_attention_mass, fused_works
 from attnsim.model.kernels import attention_mass, attention_scores

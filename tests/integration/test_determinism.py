@@ -9,9 +9,9 @@ import torch
 import zarr
 from helpers import make_tiny_model
 
-import attnsim.extract.stage as extract
+import attnsim.extract.compute as extract
 from attnsim.config import RunConfig
-from attnsim.extract.stage import UnitComputer
+from attnsim.extract.compute import UnitComputer
 from attnsim.model.agreement import disagreements
 from attnsim.model.loading import load_model
 from attnsim.pipeline import stage_prepare

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import DOCS
 
-from attnsim.extract.stage import UnitComputer, mass_kernel
+from attnsim.extract.compute import UnitComputer, mass_kernel
 from attnsim.model.agreement import ENTROPY_TOLERANCE, MASS_TOLERANCE
 from attnsim.model.fused_mass import fused_attention_mass, fused_available, fused_works
 from attnsim.model.kernels import attention_mass, attention_scores, split_heads
