@@ -72,10 +72,8 @@ class UnitComputer:
                     ids, valid = ids.pin_memory(), valid.pin_memory()
                 yield rows, ids.to(self.device, non_blocking=True), valid.to(self.device, non_blocking=True)
 
-    @torch.inference_mode()
-    def compute(self, input_ids: np.ndarray, sentence_id: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
-        """input_ids, sentence_id: (W, T) with -1 padding; length: (W,). Returns the tier arrays."""
-        w, t = input_ids.shape
+    def _empty(self, w: int, t: int) -> dict[str, np.ndarray]:
+        """The unit's tier arrays, filled with their padding values (-1, NaN)."""
         l, h, d = self.loaded.n_layers, self.loaded.n_heads, self.loaded.head_size
         out: dict[str, np.ndarray] = {}
         if "default" in self.tiers:
@@ -86,42 +84,52 @@ class UnitComputer:
             out["head_vectors"] = np.full((w, l, h, t, d), np.nan, np.float16)
         if "dense" in self.tiers:
             out["similarity"] = np.full((w, l, h, t, t), np.nan, np.float16)
+        return out
 
+    @torch.inference_mode()
+    def compute(self, input_ids: np.ndarray, sentence_id: np.ndarray, length: np.ndarray) -> dict[str, np.ndarray]:
+        """input_ids, sentence_id: (W, T) with -1 padding; length: (W,). Returns the tier arrays.
+
+        A batch's results are copied to the host while the next batch computes: its copies are queued
+        behind its kernels (pinned buffers on a GPU), and stored only after the next batch is queued,
+        so the GPU is not left idle while the host waits and scatters (on a CPU the same steps run in
+        turn). The values do not depend on this order."""
+        out = self._empty(*input_ids.shape)
         # One sentence count for the whole unit, not per batch: it is the width of attention_mass's
         # key-category matmul, whose rounding depends on that width.
         n_sentences = sentences_per_window(sentence_id)
+        landing = None  # the previous batch: (rows, its host copies in flight)
         for rows, ids, valid in self.batches(input_ids, length):
-            tb = ids.shape[1]
-            sent = torch.from_numpy(sentence_id[rows, :tb].astype(np.int64)).to(self.device)
-            ctx = {
-                "n_sentences": n_sentences,
-                "valid": valid,
-                "cls": ids.eq(self.cls) & valid,
-                "sep": ids.eq(self.sep) & valid,
-                "punct": self.punct_table[ids] & valid,
-                "sent": sent,
-                "inf_keys": key_bias(valid, float("-inf")),
-                "nan_keys": key_bias(valid, float("nan")),
-            }
-
-            results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
-
-            def on_layer(taps, results=results, ctx=ctx):
-                self._layer(results, taps.layer, ctx, taps.q, taps.k, taps.z)
-
-            # queries and keys only for the attention mass (default tier)
-            with head_taps(self.loaded, on_layer, points=("q", "k", "z") if "default" in self.tiers else ("z",)):
-                self.loaded.model(input_ids=ids, attention_mask=valid.long())
-            # One host transfer per batch, after every layer's kernels were queued (a GPU keeps going).
-            for name, layer, tensor in results:
-                host = tensor.cpu().numpy()
-                if name == "attention_mass":
-                    out[name][rows, layer] = host
-                elif name == "similarity":
-                    out[name][rows, layer, :, :tb, :tb] = host
-                else:
-                    out[name][rows, layer, :, :tb] = host
+            results = self._run_batch(ids, valid, sentence_id[rows, : ids.shape[1]], n_sentences)
+            copies = HostCopies(results)
+            if landing is not None:
+                landing[1].store(out, landing[0])
+            landing = (rows, copies)
+        if landing is not None:
+            landing[1].store(out, landing[0])
         return out
+
+    def _run_batch(self, ids: torch.Tensor, valid: torch.Tensor, sentence_id: np.ndarray, n_sentences: int) -> list:
+        """Queue one batch's forward and every layer's tier kernels; returns (name, layer, device tensor)."""
+        ctx = {
+            "n_sentences": n_sentences,
+            "valid": valid,
+            "cls": ids.eq(self.cls) & valid,
+            "sep": ids.eq(self.sep) & valid,
+            "punct": self.punct_table[ids] & valid,
+            "sent": torch.from_numpy(sentence_id.astype(np.int64)).to(self.device),
+            "inf_keys": key_bias(valid, float("-inf")),
+            "nan_keys": key_bias(valid, float("nan")),
+        }
+        results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
+
+        def on_layer(taps):
+            self._layer(results, taps.layer, ctx, taps.q, taps.k, taps.z)
+
+        # queries and keys only for the attention mass (default tier)
+        with head_taps(self.loaded, on_layer, points=("q", "k", "z") if "default" in self.tiers else ("z",)):
+            self.loaded.model(input_ids=ids, attention_mask=valid.long())
+        return results
 
     def _layer(self, results, layer, ctx, q, key, z) -> None:
         """One layer's tier tensors, left on the device; copied to the host once per batch."""
@@ -165,3 +173,31 @@ def topk_kernel(device: torch.device) -> str:
     registers) on CUDA where Triton is installed and its probe passes, else "reference" (the whole
     S, then `kernels.topk_neighbours`). Triton compiles no CPU kernel, so the CPU's bytes are unchanged."""
     return "fused" if device.type == "cuda" and fused_topk_works(device) else "reference"
+
+
+class HostCopies:
+    """A batch's result tensors on their way to the host. On a GPU each is copied into pinned memory
+    without waiting (queued behind the batch's kernels) and an event marks the end of the copies;
+    `store` waits for that event only. On a CPU the tensors are already the host's."""
+
+    def __init__(self, results: list):
+        self.results, self.done = results, None
+        if results and results[0][2].is_cuda:
+            self.results = [(name, layer, torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)) for name, layer, x in results]
+            self.done = torch.cuda.Event()
+            self.done.record()
+
+    def store(self, out: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        """Scatter into the unit's arrays at `rows` (the batch's windows, in store order)."""
+        if self.done is not None:
+            self.done.synchronize()
+        for name, layer, tensor in self.results:
+            host = tensor.numpy()
+            if name == "attention_mass":  # (B, H, C)
+                out[name][rows, layer] = host
+                continue
+            tb = host.shape[2]  # the batch's padded length
+            if name == "similarity":
+                out[name][rows, layer, :, :tb, :tb] = host
+            else:
+                out[name][rows, layer, :, :tb] = host
