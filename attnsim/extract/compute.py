@@ -50,7 +50,7 @@ class UnitComputer:
         self.cls, self.sep = token_classes["cls"], token_classes["sep"]
         self.pad = loaded.tokenizer.pad_token_id or 0
         self.mass_kernel = mass_kernel(self.device)
-        self.topk_kernel = topk_kernel(self.device)
+        self.topk_kernel = topk_kernel(self.device, loaded.max_tokens, loaded.head_size)
 
     def batches(self, input_ids: np.ndarray, length: np.ndarray):
         """(rows, ids (B, Tb) on the device, valid (B, Tb)) per batch; rows keep the store order.
@@ -168,11 +168,12 @@ def mass_kernel(device: torch.device) -> str:
     return "fused" if device.type == "cuda" and fused_works(device) else "reference"
 
 
-def topk_kernel(device: torch.device) -> str:
+def topk_kernel(device: torch.device, max_tokens: int = 512, head_size: int = 64) -> str:
     """Which S + top-k path a device gets: "fused" (`fused_topk`: one Triton kernel, S never leaves
-    registers) on CUDA where Triton is installed and its probe passes, else "reference" (the whole
-    S, then `kernels.topk_neighbours`). Triton compiles no CPU kernel, so the CPU's bytes are unchanged."""
-    return "fused" if device.type == "cuda" and fused_topk_works(device) else "reference"
+    registers) on CUDA where Triton is installed and its probe passes at the model's largest window
+    and head size, else "reference" (the whole S, then `kernels.topk_neighbours`). Triton compiles
+    no CPU kernel, so the CPU's bytes are unchanged."""
+    return "fused" if device.type == "cuda" and fused_topk_works(device, max_tokens, head_size) else "reference"
 
 
 class HostCopies:

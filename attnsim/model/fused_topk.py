@@ -16,7 +16,8 @@ with another whose S is within that rounding of the k-th (agreement.py's near-ti
 NaN in S (a model that overflowed) are not ranked as torch.topk ranks them; the reference path is
 the one to compare such runs with.
 
-Used on CUDA only, behind `fused_topk_works` (a probe against the reference, once a process): the
+Used on CUDA only, behind `fused_topk_works` (a probe against the reference at the run's largest
+window and head size, once a process): the
 CPU's reference path is already cache-resident at these lengths, and Triton compiles no CPU kernel.
 Without a GPU the kernel runs in Triton's interpreter (numpy) when TRITON_INTERPRET=1 is set before
 Triton is imported (tests/conftest.py does so on a machine without CUDA), which is how
@@ -125,23 +126,28 @@ def reference_similarity_topk(v: torch.Tensor, valid: torch.Tensor, k: int, kind
 
 
 @functools.cache
-def fused_topk_works(device: torch.device) -> bool:
-    """The kernel runs on `device` and agrees with the reference on a probe (3 windows with padding,
-    T = 45 and 300, both kinds): the same neighbours, values within 1e-5 relative; once a process."""
+def fused_topk_works(device: torch.device, max_tokens: int = 300, head_size: int = 32) -> bool:
+    """The kernel compiles and runs on `device` for windows up to `max_tokens` tokens of heads of
+    `head_size` (the largest tile a run will ask for: shorter windows take smaller ones), and agrees
+    with the reference there and on a short window, both kinds: the same neighbours, values within
+    1e-5 relative. Once a process per shape; any failure means the reference path, with a warning."""
     if not triton_available(device):
+        return False
+    if max_tokens > MAX_TOKENS:
+        log.warning("fused top-k takes windows of at most %d tokens, this model %d; using the reference", MAX_TOKENS, max_tokens)
         return False
     g = torch.Generator().manual_seed(0)
     try:
-        for t in (45, 300):
-            v = torch.randn(3, 2, t, 32, generator=g).to(device)
-            valid = (torch.arange(t)[None] < torch.tensor([[t], [t * 2 // 3], [5]])).to(device)
+        for t in sorted({min(45, max_tokens), max_tokens}):
+            v = torch.randn(3, 2, t, head_size, generator=g).to(device)
+            valid = (torch.arange(t)[None] < torch.tensor([[t], [max(1, t * 2 // 3)], [min(t, 5)]])).to(device)
             for kind in ("dot", "cosine"):
                 index, value = fused_similarity_topk(v, valid, 8, kind)
                 ref_index, ref_value = reference_similarity_topk(v, valid, 8, kind)
                 if not torch.equal(index, ref_index) or not torch.allclose(value, ref_value, rtol=1e-5, atol=1e-6, equal_nan=True):
                     log.warning("fused top-k disagrees with the reference on %s (T = %d, %s); using the reference", device, t, kind)
                     return False
-    except Exception as e:  # noqa: BLE001 - any compile or launch failure means: use the reference path
+    except Exception as e:  # noqa: BLE001 - any compile or launch failure (e.g. the tile needs more shared memory than the GPU has)
         log.warning("fused top-k unavailable on %s (%s: %s); using the reference", device, type(e).__name__, e)
         return False
     return True

@@ -86,6 +86,11 @@ def test_probe_passes_and_the_cpu_keeps_the_reference():
     assert topk_kernel(torch.device("cpu")) == "reference"  # the CPU's bytes do not depend on Triton
 
 
+def test_windows_longer_than_one_tile_keep_the_reference(caplog):
+    assert not fused_topk_works(DEVICE, max_tokens=MAX_TOKENS + 1)
+    assert f"at most {MAX_TOKENS} tokens" in caplog.text
+
+
 def test_unit_arrays_agree_with_the_reference_path(tiny_bert):
     from attnsim.model.loading import load_model
     from attnsim.prepare.stage import token_classes
