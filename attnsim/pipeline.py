@@ -72,19 +72,31 @@ def stage_prepare(cfg: RunConfig, use_ray: bool = True, info: dict | None = None
     return result
 
 
-def start_pool_early(cfg: RunConfig):
-    """The extraction actors, started before prepare so that their model loads overlap it (on lee:
-    RESULTS.md); None when the store is already fully extracted (a rerun only reduces)."""
+def model_and_pool(cfg: RunConfig) -> tuple[dict, object]:
+    """`model_info` and the extraction actors. Ray starts on this thread while the model loads on
+    another (Ray's processes come up while the driver reads the weights); the actors are spawned once
+    the model loaded, before prepare, so that their own model loads overlap it. No actor ever tries
+    a model the driver could not load: a bad model stays one clear error. No Ray and no pool when
+    the store is already fully extracted (a rerun only reduces). Measured in benchmarks/RESULTS.md."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from attnsim.executors.actor_pool import start_pool
     from attnsim.executors.cluster import ensure_ray
 
+    with ThreadPoolExecutor(1, thread_name_prefix="attnsim-model") as loader:
+        loading = loader.submit(model_info, cfg)
+        needed = not fully_extracted(cfg.store_url)
+        if needed:
+            ensure_ray(owner=cfg.store_url)
+        info = loading.result()
+    return info, (start_pool(cfg) if needed else None)
+
+
+def fully_extracted(url: str) -> bool:
     try:
-        if store_exists(cfg.store_url) and not pending_units(cfg.store_url)[0]:
-            return None
+        return store_exists(url) and not pending_units(url)[0]
     except Exception:  # noqa: BLE001 - a store that cannot be read yet is prepare's to judge, next
-        pass
-    ensure_ray(owner=cfg.store_url)
-    return start_pool(cfg)
+        return False
 
 
 def pending_units(url: str) -> tuple[list[int], object]:
@@ -167,8 +179,7 @@ def stage_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[in
 
 
 def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
-    info = model_info(cfg)  # checks the model before Ray starts
-    pool = start_pool_early(cfg) if use_ray else None
+    info, pool = model_and_pool(cfg) if use_ray else (model_info(cfg), None)
     try:
         prepared = stage_prepare(cfg, use_ray, info)
         extracted = stage_extract(cfg, use_ray, pool=pool)
