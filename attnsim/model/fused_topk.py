@@ -129,8 +129,9 @@ def reference_similarity_topk(v: torch.Tensor, valid: torch.Tensor, k: int, kind
 def fused_topk_works(device: torch.device, max_tokens: int = 300, head_size: int = 32) -> bool:
     """The kernel compiles and runs on `device` for windows up to `max_tokens` tokens of heads of
     `head_size` (the largest tile a run will ask for: shorter windows take smaller ones), and agrees
-    with the reference there and on a short window, both kinds: the same neighbours, values within
-    1e-5 relative. Once a process per shape; any failure means the reference path, with a warning."""
+    with the reference there and on a short window, both kinds: values within 1e-5 relative at every
+    rank, and the same neighbours but for swaps of near-equal values (at most 1 slot in 1,000).
+    Once a process per shape; any failure means the reference path, with a warning."""
     if not triton_available(device):
         return False
     if max_tokens > MAX_TOKENS:
@@ -144,7 +145,9 @@ def fused_topk_works(device: torch.device, max_tokens: int = 300, head_size: int
             for kind in ("dot", "cosine"):
                 index, value = fused_similarity_topk(v, valid, 8, kind)
                 ref_index, ref_value = reference_similarity_topk(v, valid, 8, kind)
-                if not torch.equal(index, ref_index) or not torch.allclose(value, ref_value, rtol=1e-5, atol=1e-6, equal_nan=True):
+                # values agree rank by rank, so a differing index is a swap of near-equal values (rare)
+                swapped = (index != ref_index).float().mean().item()
+                if swapped > 1e-3 or not torch.allclose(value, ref_value, rtol=1e-5, atol=1e-6, equal_nan=True):
                     log.warning("fused top-k disagrees with the reference on %s (T = %d, %s); using the reference", device, t, kind)
                     return False
     except Exception as e:  # noqa: BLE001 - any compile or launch failure (e.g. the tile needs more shared memory than the GPU has)

@@ -31,6 +31,16 @@ def padded_batch(lengths: list[int], t: int, h: int, d: int, seed: int, integers
     return v.to(DEVICE), valid.to(DEVICE)
 
 
+def assert_same_neighbours(index: torch.Tensor, ref_index: torch.Tensor) -> None:
+    """Identical here (the interpreter's float32 matmul and torch's agree on these draws); on a GPU,
+    cuBLAS and the kernel sum in different orders, so a rare swap of two values within float32
+    rounding of each other is allowed (tests/gpu/test_fused_topk_cuda.py bounds it too)."""
+    if DEVICE.type == "cpu":
+        assert torch.equal(index, ref_index)
+    else:
+        assert (index != ref_index).float().mean().item() < 1e-3
+
+
 @pytest.mark.parametrize("kind", ["dot", "cosine"])
 @pytest.mark.parametrize("t", [1, 2, 8, 9, 16, 17, 33, 100, 257])
 def test_same_neighbours_as_the_reference(t, kind):
@@ -39,7 +49,7 @@ def test_same_neighbours_as_the_reference(t, kind):
     index, value = fused_similarity_topk(v, valid, 8, kind)
     ref_index, ref_value = reference_similarity_topk(v, valid, 8, kind)
     assert index.shape == ref_index.shape == (len(lengths), 2, t, 8) and index.dtype == torch.int64
-    assert torch.equal(index, ref_index)
+    assert_same_neighbours(index, ref_index)
     assert torch.equal(value.isnan(), ref_value.isnan())
     torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-6, equal_nan=True)
 
@@ -67,7 +77,7 @@ def test_half_precision_vectors_are_ranked_in_float32():
     half = v.half()
     index, value = fused_similarity_topk(half, valid, 8)
     ref_index, ref_value = reference_similarity_topk(half, valid, 8)  # the reference upcasts too
-    assert torch.equal(index, ref_index)
+    assert_same_neighbours(index, ref_index)
     torch.testing.assert_close(value, ref_value, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
