@@ -98,15 +98,14 @@ class UnitComputer:
         # One sentence count for the whole unit, not per batch: it is the width of attention_mass's
         # key-category matmul, whose rounding depends on that width.
         n_sentences = sentences_per_window(sentence_id)
-        landing = None  # the previous batch: (rows, its host copies in flight)
+        landing = None  # the previous batch, its copies to the host in flight
         for rows, ids, valid in self.batches(input_ids, length):
-            results = self._run_batch(ids, valid, sentence_id[rows, : ids.shape[1]], n_sentences)
-            copies = HostCopies(results)
+            copies = HostCopies(rows, self._run_batch(ids, valid, sentence_id[rows, : ids.shape[1]], n_sentences))
             if landing is not None:
-                landing[1].store(out, landing[0])
-            landing = (rows, copies)
+                landing.store(out)
+            landing = copies
         if landing is not None:
-            landing[1].store(out, landing[0])
+            landing.store(out)
         return out
 
     def _run_batch(self, ids: torch.Tensor, valid: torch.Tensor, sentence_id: np.ndarray, n_sentences: int) -> list:
@@ -181,17 +180,18 @@ class HostCopies:
     without waiting (queued behind the batch's kernels) and an event marks the end of the copies;
     `store` waits for that event only. On a CPU the tensors are already the host's."""
 
-    def __init__(self, results: list):
-        self.results, self.done = results, None
+    def __init__(self, rows: np.ndarray, results: list):
+        self.rows, self.results, self.done = rows, results, None
         if results and results[0][2].is_cuda:
             self.results = [(name, layer, torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)) for name, layer, x in results]
             self.done = torch.cuda.Event()
             self.done.record()
 
-    def store(self, out: dict[str, np.ndarray], rows: np.ndarray) -> None:
-        """Scatter into the unit's arrays at `rows` (the batch's windows, in store order)."""
+    def store(self, out: dict[str, np.ndarray]) -> None:
+        """Scatter into the unit's arrays at the batch's rows (its windows, in store order)."""
         if self.done is not None:
             self.done.synchronize()
+        rows = self.rows
         for name, layer, tensor in self.results:
             host = tensor.numpy()
             if name == "attention_mass":  # (B, H, C)
