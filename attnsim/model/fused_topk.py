@@ -17,8 +17,8 @@ NaN in S (a model that overflowed) are not ranked as torch.topk ranks them; the 
 the one to compare such runs with.
 
 Used on CUDA only, behind `fused_topk_works` (a probe against the reference at the run's largest
-window and head size, once a process): the
-CPU's reference path is already cache-resident at these lengths, and Triton compiles no CPU kernel.
+window and head size, once a process): Triton compiles no CPU kernel, and the CPU's reference path
+keeps its stored bytes.
 Without a GPU the kernel runs in Triton's interpreter (numpy) when TRITON_INTERPRET=1 is set before
 Triton is imported (tests/conftest.py does so on a machine without CUDA), which is how
 tests/unit/test_fused_topk.py checks it against the reference.
