@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from attnsim.model.fused_mass import fused_attention_mass, fused_works
-from attnsim.model.fused_topk import fused_similarity_topk, fused_topk_works
-from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads, topk_neighbours
+from attnsim.model.fused_topk import fused_similarity_topk, fused_topk_works, reference_similarity_topk
+from attnsim.model.kernels import attention_mass, attention_scores, key_bias, sentences_per_window, similarity, split_heads
 from attnsim.model.loading import LoadedModel
 from attnsim.model.taps import head_taps
 
@@ -117,7 +117,6 @@ class UnitComputer:
             "sep": ids.eq(self.sep) & valid,
             "punct": self.punct_table[ids] & valid,
             "sent": torch.from_numpy(sentence_id.astype(np.int64)).to(self.device),
-            "inf_keys": key_bias(valid, float("-inf")),
             "nan_keys": key_bias(valid, float("nan")),
         }
         results: list = []  # (array name, layer, device tensor (B, H, Tb, ...))
@@ -143,11 +142,9 @@ class UnitComputer:
             s.masked_fill_(~valid[:, None, :, None], float("nan"))  # and on padding queries
             results.append(("similarity", layer, s.to(torch.float16)))
         if "default" in self.tiers:
-            if self.topk_kernel == "fused":  # S and top-k in one kernel, no T x T tensor
-                index, value = fused_similarity_topk(v, valid, self.k, self.kind)  # (B, H, Tb, k)
-            else:
-                s = similarity(v, self.kind, ctx["inf_keys"])  # (B, H, Tb, Tb) float32, -inf on padding keys
-                index, value = topk_neighbours(s, valid, self.k, already_masked=True)  # (B, H, Tb, k)
+            # (B, H, Tb, k): one fused kernel, or the whole S (-inf on padding keys) and its top-k
+            similarity_topk = fused_similarity_topk if self.topk_kernel == "fused" else reference_similarity_topk
+            index, value = similarity_topk(v, valid, self.k, self.kind)
             results.append(("topk_index", layer, index.to(torch.int16)))
             results.append(("topk_value", layer, value.to(torch.float16)))
             qh, kh, categories = split_heads(q, h), split_heads(key, h), (ctx["cls"], ctx["sep"], ctx["punct"], ctx["sent"], ctx["n_sentences"])
