@@ -1,7 +1,7 @@
 """attnsim: corpus-scale self-attention head output similarities (Halevi et al., arXiv 2512.21956)."""
 
 __version__ = "0.1.0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: attnsim.token_prefix serializes the per-token arrays (1: plain bytes; still read)
 
 _LAZY = {"open_store": "attnsim.store.dataset", "SimilarityStore": "attnsim.store.dataset"}
 

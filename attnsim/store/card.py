@@ -103,7 +103,9 @@ def card_text(attrs: dict, arrays: dict[str, tuple[tuple[str, ...], tuple[int, .
     lines += [
         "",
         f"`attention_mass` categories, in order: {', '.join(attrs.get('mass_categories', []))}. "
-        "Every array carries its dimension names, so xarray labels it without attnsim.",
+        "Every array carries its dimension names, so xarray labels it without attnsim; reading the per-token arrays "
+        "(`topk_index`, `topk_value`, `head_vectors`) needs the attnsim package installed: its zarr codec "
+        "`attnsim.token_prefix` leaves each window's padding tokens out (zarr finds it through an entry point).",
         "",
         CHANCE_NOTE,
         "",

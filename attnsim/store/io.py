@@ -30,10 +30,10 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from attnsim import FORMAT_VERSION
 from attnsim.errors import UserError
-from attnsim.store.codecs import SortedDeltaCodec
+from attnsim.store.codecs import TokenPrefixCodec
 from attnsim.store.meta import Layout, StoreMeta
 from attnsim.store.retry import with_retries
-from attnsim.store.shards import encode_shard, shard_plan
+from attnsim.store.shards import delete_shard, drop_partial_writes, encode_shard, put_shard, shard_plan
 
 MARKER_DIR = "_markers"
 
@@ -43,10 +43,16 @@ MARKER_DIR = "_markers"
 # bitshuffle used before; head vectors 335 at 1.49x (was 57 at 1.55x); dense S 255 at 2.08x (51 at
 # 2.05x). Compression is the writer's main cost, and on a GPU the job's bottleneck.
 COMPRESSION_LEVEL = 1
-# `topk_value` is filtered (store/codecs.py: descending rows as ordered-int differences, slot-major)
-# and compressed in blocks of 256 KiB: 593 bytes per token on minilm/lee against 621 with blosc's
-# automatic block size and 790 unfiltered. `topk_index` is smallest with the automatic size.
-FILTERS = {"topk_value": (SortedDeltaCodec(),)}
+# The per-token arrays are serialized without their padding tokens (store/codecs.py,
+# `attnsim.token_prefix`: blosc then compresses 1.2-2x faster), `topk_value`'s descending rows as
+# ordered-int differences, slot-major, compressed in blocks of 256 KiB: 589 bytes per token on
+# minilm/lee against 621 with blosc's automatic block size and 790 as plain floats. `topk_index`
+# is smallest with the automatic size.
+SERIALIZERS = {
+    "topk_index": TokenPrefixCodec(),
+    "topk_value": TokenPrefixCodec(sorted_delta=True),
+    "head_vectors": TokenPrefixCodec(),
+}
 BLOCK_BYTES = {"topk_value": 1 << 18}
 
 
@@ -86,7 +92,7 @@ def create_store(url: str, layout: Layout, attrs: dict) -> zarr.Group:
             shards=spec["shard"] if spec["chunk"] != spec["shard"] else None,
             fill_value=spec["fill"],
             dimension_names=spec["dims"],
-            filters=FILTERS.get(name, ()),
+            serializer=SERIALIZERS.get(name, "auto"),
             compressors=BloscCodec(cname="zstd", clevel=COMPRESSION_LEVEL, shuffle=BloscShuffle.shuffle, typesize=itemsize, blocksize=BLOCK_BYTES.get(name, 0)),
         )
     root.attrs.update(
@@ -165,47 +171,16 @@ def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np
         if plan is not None:
             payload = encode_shard(plan, data, encoder)
             if replace:
-                _drop_partial_writes(array, unit)
-            with_retries(functools.partial(_put_shard, array, unit, payload), f"unit {unit:06d} {name}")
+                drop_partial_writes(array, unit)
+            with_retries(functools.partial(put_shard, array, unit, payload), f"unit {unit:06d} {name}")
             continue
         # Every chunk is written as it is: zarr's default compares each chunk with the fill value first
         # to skip empty ones, 12 % of a GPU worker's time (profile in benchmarks/RESULTS.md), and a
         # unit's chunks are never empty but for the padding windows of the last unit.
         array = array.with_config({"write_empty_chunks": True})
         if replace:
-            with_retries(functools.partial(_delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
+            with_retries(functools.partial(delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
         with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
-
-
-def _shard_key(array: zarr.Array, unit: int) -> str:
-    """The store key of the one object that holds `unit`'s windows of `array`, e.g. topk_value/c/42/0/0/0/0."""
-    return f"{array.store_path.path}/{array.metadata.encode_chunk_key((unit,) + (0,) * (array.ndim - 1))}"
-
-
-def _put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
-
-    sync(array.store_path.store.set(_shard_key(array, unit), default_buffer_prototype().buffer.from_bytes(payload)))
-
-
-def _delete_shard(array: zarr.Array, unit: int) -> None:
-    """Delete the one object that holds `unit`'s windows of `array` (a shard, or a plain chunk)."""
-    from zarr.core.sync import sync
-
-    sync(array.store_path.store.delete(_shard_key(array, unit)))  # a missing object is not an error
-    _drop_partial_writes(array, unit)
-
-
-def _drop_partial_writes(array: zarr.Array, unit: int) -> None:
-    """A local store writes files via `<key>.<uuid>.partial`: remove those a killed write left."""
-    from zarr.storage import LocalStore
-
-    store = array.store_path.store
-    if isinstance(store, LocalStore):
-        target = store.root / _shard_key(array, unit)
-        for partial in target.parent.glob(f"{target.name}.*.partial"):
-            partial.unlink(missing_ok=True)
 
 
 def read_unit(root: zarr.Group, layout: Layout, unit: int, names) -> dict[str, np.ndarray]:

@@ -5,7 +5,8 @@ and its per-chunk Python work holds the GIL; on a GPU worker that write path was
 time and four writer threads gained only 15 % (benchmarks/RESULTS.md). Here the inner chunks are
 compressed on a thread pool (numcodecs' Blosc releases the GIL off the main thread), the shard is
 assembled as zarr's sharding codec does (chunks in order, then the index of offsets and lengths
-with its CRC-32C) and stored as one object.
+with its CRC-32C) and stored as one object (`put_shard`: in a local store written from this thread
+as zarr's LocalStore writes a file, elsewhere through zarr's store).
 
 Only the layout attnsim creates is encoded here: a shard per unit whose inner chunks are single
 windows (every array but `dense` similarity, which is chunked per window and layer), codecs
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,11 +31,12 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
 
-from attnsim.store.codecs import SortedDeltaCodec
+from attnsim.store.codecs import SortedDeltaCodec, TokenPrefixCodec
 
 _EMPTY = np.iinfo(np.uint64).max  # the index entry of a chunk not written (zarr's MAX_UINT_64)
 _SHUFFLE = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}
 _FILTERS = (SortedDeltaCodec,)  # array -> array codecs with a numpy `encode_array`, applied per chunk
+_SERIALIZERS = (BytesCodec, TokenPrefixCodec)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class ShardPlan:
     dtype: np.dtype
     blosc: numcodecs.Blosc
     filters: tuple = ()  # attnsim's array -> array codecs, in order
+    token_prefix: TokenPrefixCodec | None = None  # the serializer when not plain little-endian bytes
+    fill: object = None  # the array's fill value (token_prefix leaves its padding out)
 
 
 def shard_plan(array: zarr.Array) -> ShardPlan | None:
@@ -58,14 +63,18 @@ def shard_plan(array: zarr.Array) -> ShardPlan | None:
         sharding.index_location != ShardingCodecIndexLocation.end
         or tuple(sharding.chunk_shape) != (1,) + tuple(array.shape[1:])
         or shard_shape[1:] != tuple(array.shape[1:])
-        or [type(c) for c in inner] != [BytesCodec, BloscCodec]
+        or len(inner) != 2
+        or not isinstance(inner[0], _SERIALIZERS)
+        or not isinstance(inner[1], BloscCodec)
         or [type(c) for c in index] != [BytesCodec, Crc32cCodec]
-        or any(c.endian is not None and c.endian.value != "little" for c in (inner[0], index[0]))
+        or any(isinstance(c, BytesCodec) and c.endian is not None and c.endian.value != "little" for c in (inner[0], index[0]))
     ):
         return None
     b = inner[1]
     blosc = numcodecs.Blosc(cname=b.cname.value, clevel=b.clevel, shuffle=_SHUFFLE[b.shuffle.value], blocksize=b.blocksize, typesize=b.typesize)
-    return ShardPlan(shard_shape[0], tuple(sharding.chunk_shape), np.dtype(array.dtype), blosc, tuple(filters))
+    token_prefix = inner[0] if isinstance(inner[0], TokenPrefixCodec) else None
+    fill = np.array(array.fill_value, array.dtype)
+    return ShardPlan(shard_shape[0], tuple(sharding.chunk_shape), np.dtype(array.dtype), blosc, tuple(filters), token_prefix, fill)
 
 
 def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None) -> bytes:
@@ -86,10 +95,60 @@ def encode_shard(plan: ShardPlan, data: np.ndarray, pool: Executor | None = None
 
 
 def _encode_chunk(plan: ShardPlan, chunk: np.ndarray) -> bytes:
-    """One inner chunk (1, ...) through the filters, then blosc (on an encoder thread: numpy and blosc release the GIL)."""
+    """One inner chunk (1, ...) through the filters and the serializer, then blosc (on an encoder
+    thread: numpy and blosc release the GIL)."""
     for codec in plan.filters:
         chunk = codec.encode_array(chunk)
+    if plan.token_prefix is not None:
+        chunk = plan.token_prefix.encode_array(chunk, plan.fill)
     return plan.blosc.encode(chunk)
+
+
+# ------------------------------------------------------------------ one shard object in the store
+def shard_key(array: zarr.Array, unit: int) -> str:
+    """The store key of the one object that holds `unit`'s windows of `array`, e.g. topk_value/c/42/0/0/0/0."""
+    return f"{array.store_path.path}/{array.metadata.encode_chunk_key((unit,) + (0,) * (array.ndim - 1))}"
+
+
+def put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+    from zarr.storage import LocalStore
+
+    store = array.store_path.store
+    if isinstance(store, LocalStore):
+        # What LocalStore.set does (a `<key>.<uuid>.partial` file renamed into place, so a reader
+        # sees the old object or the new one), in this thread: through zarr's event loop and its
+        # file thread a shard cost 18 % of the host pipeline's CPU time (benchmarks/RESULTS.md).
+        target = store.root / shard_key(array, unit)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+        try:
+            partial.write_bytes(payload)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return
+    sync(store.set(shard_key(array, unit), default_buffer_prototype().buffer.from_bytes(payload)))
+
+
+def delete_shard(array: zarr.Array, unit: int) -> None:
+    """Delete the one object that holds `unit`'s windows of `array` (a shard, or a plain chunk)."""
+    from zarr.core.sync import sync
+
+    sync(array.store_path.store.delete(shard_key(array, unit)))  # a missing object is not an error
+    drop_partial_writes(array, unit)
+
+
+def drop_partial_writes(array: zarr.Array, unit: int) -> None:
+    """A local store writes files via `<key>.<uuid>.partial`: remove those a killed write left."""
+    from zarr.storage import LocalStore
+
+    store = array.store_path.store
+    if isinstance(store, LocalStore):
+        target = store.root / shard_key(array, unit)
+        for partial in target.parent.glob(f"{target.name}.*.partial"):
+            partial.unlink(missing_ok=True)
 
 
 def encoder_pool(device_type: str, torch_threads: int | None) -> ThreadPoolExecutor:

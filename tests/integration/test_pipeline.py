@@ -121,7 +121,7 @@ def test_store_opens_with_xarray_and_dask_without_attnsim(runs):
     assert ds["head_vectors"].dims == ("window", "layer", "head", "token", "dim")
     assert ds["attention_mass"].dims == ("window", "layer", "head", "category")
     assert ds["char_span"].dims == ("window", "token", "edge")
-    assert ds.attrs["format_version"] == 1
+    assert ds.attrs["format_version"] == 2
     arr = da.from_zarr(url, component="topk_value")
     assert arr.shape == ds["topk_value"].shape
     assert int(ds["length"].sum()) == ds.attrs["corpus"]["tokens"]
