@@ -119,7 +119,7 @@ def put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
     if isinstance(store, LocalStore):
         # What LocalStore.set does (a `<key>.<uuid>.partial` file renamed into place, so a reader
         # sees the old object or the new one), in this thread: through zarr's event loop and its
-        # file thread a shard cost 18 % of the host pipeline's CPU time (benchmarks/RESULTS.md).
+        # file thread a shard cost about 11 % of the host pipeline's CPU time (benchmarks/RESULTS.md).
         target = store.root / shard_key(array, unit)
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
