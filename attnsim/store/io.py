@@ -44,10 +44,10 @@ MARKER_DIR = "_markers"
 # 2.05x). Compression is the writer's main cost, and on a GPU the job's bottleneck.
 COMPRESSION_LEVEL = 1
 # The per-token arrays are serialized without their padding tokens (store/codecs.py,
-# `attnsim.token_prefix`: blosc then compresses 1.2-2x faster), `topk_value`'s descending rows as
+# `attnsim.token_prefix`: blosc then compresses 1.2-2.5x faster), `topk_value`'s descending rows as
 # ordered-int differences, slot-major, compressed in blocks of 256 KiB: 589 bytes per token on
-# minilm/lee against 621 with blosc's automatic block size and 790 as plain floats. `topk_index`
-# is smallest with the automatic size.
+# minilm/lee against 610 with blosc's automatic block size and 790 as plain floats. `topk_index`
+# is smallest with the automatic size (441; 452-471 with blocks of 64-256 KiB).
 SERIALIZERS = {
     "topk_index": TokenPrefixCodec(),
     "topk_value": TokenPrefixCodec(sorted_delta=True),

@@ -126,8 +126,9 @@ def put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
         try:
             partial.write_bytes(payload)
             os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a write that failed leaves nothing behind
+            raise
         return
     sync(store.set(shard_key(array, unit), default_buffer_prototype().buffer.from_bytes(payload)))
 
