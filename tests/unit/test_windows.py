@@ -140,7 +140,7 @@ def test_runaway_sentence_is_resplit_at_sentence_ends(monkeypatch):
     sentences[3] = 'He wrote "hello and never closed the quote.'
     text = " ".join(sentences)
     splitter = SentenceSplitter()
-    monkeypatch.setattr(splitter._segmenter, "segment", lambda block: [block])
+    monkeypatch.setattr(splitter, "sentences", lambda block: [block])
     spans = splitter.spans(text)
     assert [text[a:b] for a, b in spans] == sentences
     short = " ".join(sentences[:5])  # under MAX_SENTENCE_CHARS: kept as pysbd returned it
@@ -153,3 +153,41 @@ def test_resplit_keeps_abbreviations_and_initials():
     assert [text[:c][-4:] for c in cuts] == ["end."]
     short = "A short one. Another."
     assert windows._resplit(short, 0, len(short)) == [(0, len(short))]  # under the limit: untouched
+
+
+def _spans_through_segment(text: str) -> list[tuple[int, int]]:
+    """The spans as `SentenceSplitter.spans` made them through pysbd's `segment` (which looks each
+    sentence up in the block itself): the independent reference for its faster look-up."""
+    import pysbd
+
+    segmenter, out = pysbd.Segmenter(language="en", clean=False, char_span=False), []
+    for start, end in windows._blocks(text):
+        block, pos = text[start:end], 0
+        if not windows._SENTENCE_END.search(block):
+            out.append((start, end))
+            continue
+        for segment in segmenter.segment(block):
+            piece = segment.strip()
+            found = block.find(piece, pos) if piece else -1
+            if found < 0:
+                continue
+            out += windows._resplit(text, start + found, start + found + len(piece))
+            pos = found + len(piece)
+    return out
+
+
+def test_sentence_spans_equal_those_found_through_pysbds_segment():
+    from pathlib import Path
+
+    import gensim
+
+    lee = (Path(gensim.__file__).parent / "test/test_data/lee_background.cor").read_text(errors="replace").splitlines()
+    texts = [t for t in lee[:60] if t.strip()] + DOCS
+    texts.append(
+        'Mr. Smith met Dr. J. Doe at 5 p.m. today... "Really?" he asked. (Yes.) It\'s fine!\n\n'
+        "He said: 'no.' Then he left. e.g. this one. 3.5 percent rose. U.S. officials said so. The end"
+    )
+    texts.append("Again. Again. Again. Again. Again.")  # repeated sentences: each found after the one before
+    splitter = SentenceSplitter()
+    for text in texts:
+        assert splitter.spans(text) == _spans_through_segment(text)
