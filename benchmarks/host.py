@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from attnsim.extract.stage import Extractor
-from attnsim.store.io import CHECKSUM_ALGORITHM, read_unit, unit_checksum, write_marker, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, read_unit, unit_checksum, write_marker
 
 BERT_BASE = "bert-base-random"
 
@@ -70,7 +70,7 @@ def host_capacity(extractor: Extractor, threads=(1, 2), repeats: int = 3, distin
 
     def finish(job) -> None:  # what run_unit does after compute
         unit, (tokens, arrays) = job
-        write_unit(extractor.root, layout, unit, arrays)
+        extractor.units.write(unit, arrays)
         start, stop = layout.unit_windows(unit)
         info = {"windows": [start, stop], "tokens": tokens, "checksum": unit_checksum(arrays), "checksum_algorithm": CHECKSUM_ALGORITHM}
         write_marker(extractor.url, unit, info)

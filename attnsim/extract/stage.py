@@ -7,7 +7,7 @@ of workers, the order, retries or restarts.
 Several units may be in flight on one Extractor (`units_in_flight`): their computes take turns under
 a lock while the other units' compression and writes run beside it (on a GPU, several writers keep
 up with the device). The bytes are those of the serial path: the same arrays reach the same
-`write_unit`.
+`UnitArrays.write`.
 
 Example::
 
@@ -29,7 +29,7 @@ from attnsim.config import RunConfig
 from attnsim.extract.compute import UnitComputer
 from attnsim.model.allocator import keep_freed_memory
 from attnsim.model.loading import LoadedModel, load_model
-from attnsim.store.io import CHECKSUM_ALGORITHM, open_store, read_meta, read_unit, unit_checksum, write_marker, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, UnitArrays, open_store, read_meta, unit_checksum, write_marker
 from attnsim.store.shards import encoder_pool
 
 
@@ -92,6 +92,7 @@ class Extractor:
         self.root = open_store(self.url, mode="r+")
         meta = read_meta(self.root)
         self.layout = meta.layout
+        self.units = UnitArrays(self.root, self.layout)  # array handles looked up once
         self.device = pick_device(device or cfg.device)
         dtype = extraction_dtype(cfg, self.device)
         self.loaded = loaded or load_for_extraction(cfg, self.device)
@@ -115,10 +116,10 @@ class Extractor:
         units at once; only the writes overlap.
         """
         began = time.perf_counter()
-        tokens = read_unit(self.root, self.layout, unit, ("input_ids", "sentence_id", "length"))
+        tokens = self.units.read(unit, ("input_ids", "sentence_id", "length"))
         with self._compute_lock:
             arrays = self.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
-        write_unit(self.root, self.layout, unit, arrays, encoder=self._encoder)
+        self.units.write(unit, arrays, encoder=self._encoder)
         start, stop = self.layout.unit_windows(unit)
         info = {
             "windows": [start, stop],

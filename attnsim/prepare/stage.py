@@ -26,7 +26,7 @@ from attnsim.errors import UserError
 from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
 from attnsim.prepare.windows import WindowPacker, WindowRows
-from attnsim.store.io import CHECKSUM_ALGORITHM, consolidate, create_store, open_store, read_meta, store_exists, unit_checksum, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, UnitArrays, consolidate, create_store, open_store, read_meta, store_exists, unit_checksum
 from attnsim.store.meta import MASS_CATEGORIES, STORE_SETTINGS, TOKEN_ARRAYS, Layout, StoreMeta
 
 FINAL_PUNCT = {".", "!", "?", "\u2026", "\u3002", "\uff01", "\uff1f"}
@@ -154,15 +154,15 @@ def prepare(cfg: RunConfig, model_info: dict, map_partitions: MapPartitions = lo
 
 def write_token_units(root, layout: Layout, rows: WindowRows, max_tokens: int) -> list[str]:
     """Write every unit's token arrays; returns each unit's checksum of them (as stored: store dtypes)."""
-    checksums = []
+    checksums, units = [], UnitArrays(root, layout)
     for unit in range(layout.n_units):
         # Padded per unit, not for the whole corpus at once: millions of short documents make
         # millions of windows, and (windows x max_tokens) padded arrays would not fit in memory.
         start, stop = layout.unit_windows(unit)
         part = WindowRows(rows.input_ids[start:stop], rows.sentence_id[start:stop], rows.char_span[start:stop], rows.doc_id[start:stop])
         arrays = part.to_arrays(max_tokens)
-        tokens = {name: np.asarray(arrays[name], dtype=root[name].dtype) for name in TOKEN_ARRAYS}
-        write_unit(root, layout, unit, tokens, replace=False)
+        tokens = {name: np.asarray(arrays[name], dtype=units.array(name).dtype) for name in TOKEN_ARRAYS}
+        units.write(unit, tokens, replace=False)
         checksums.append(unit_checksum(tokens))
     return checksums
 

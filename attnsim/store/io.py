@@ -152,40 +152,66 @@ def unit_checksum(arrays: dict[str, np.ndarray], algorithm: str = CHECKSUM_ALGOR
     return sha.hexdigest() if algorithm == "sha256" else f"{crc:08x}"
 
 
-def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None) -> None:
-    """Write whole shards of the given arrays for one unit; no other writer touches them.
+class UnitArrays:
+    """Reads and writes whole units of one open store, each array's handle and shard plan looked up
+    once: `root[name]` reads and parses the array's metadata (about 0.7 ms an array, some 5 % of a
+    default-tier unit's host time when looked up for every unit; benchmarks/RESULTS.md)."""
 
-    Shards of attnsim's usual layout are encoded here and stored as one object each (`shards.py`:
-    the chunks compressed in parallel, the same bytes zarr writes); any other array goes through
-    zarr. `encoder`: threads that compress the chunks (default: this thread). With `replace` (a
-    unit being redone after a crash or a failed verify) what a killed write left is cleared first;
-    on the zarr path the unit's old shard objects are deleted too: zarr reads an existing edge
-    shard to merge into it, so a truncated or corrupt one would fail the rewrite, and a stale one
-    could survive in part. A fresh store (prepare) passes replace=False to skip that.
-    """
-    start, stop = layout.unit_windows(unit)
-    for name, data in arrays.items():
-        assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
-        array = root[name]
-        plan = shard_plan(array)
-        if plan is not None:
-            payload = encode_shard(plan, data, encoder)
+    def __init__(self, root: zarr.Group, layout: Layout):
+        self.root, self.layout = root, layout
+        self._arrays: dict[str, tuple[zarr.Array, object]] = {}  # name -> (array, its ShardPlan or None)
+
+    def _handle(self, name: str) -> tuple[zarr.Array, object]:
+        if name not in self._arrays:  # threads may race here: both look up the same handle
+            array = self.root[name]
+            self._arrays[name] = (array, shard_plan(array))
+        return self._arrays[name]
+
+    def array(self, name: str) -> zarr.Array:
+        return self._handle(name)[0]
+
+    def read(self, unit: int, names) -> dict[str, np.ndarray]:
+        start, stop = self.layout.unit_windows(unit)
+        return {name: self.array(name)[start:stop] for name in names}
+
+    def write(self, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None) -> None:
+        """Write whole shards of the given arrays for one unit; no other writer touches them.
+
+        Shards of attnsim's usual layout are encoded here and stored as one object each (`shards.py`:
+        the chunks compressed in parallel, the same bytes zarr writes); any other array goes through
+        zarr. `encoder`: threads that compress the chunks (default: this thread). With `replace` (a
+        unit being redone after a crash or a failed verify) what a killed write left is cleared first;
+        on the zarr path the unit's old shard objects are deleted too: zarr reads an existing edge
+        shard to merge into it, so a truncated or corrupt one would fail the rewrite, and a stale one
+        could survive in part. A fresh store (prepare) passes replace=False to skip that.
+        """
+        start, stop = self.layout.unit_windows(unit)
+        for name, data in arrays.items():
+            assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
+            array, plan = self._handle(name)
+            if plan is not None:
+                payload = encode_shard(plan, data, encoder)
+                if replace:
+                    drop_partial_writes(array, unit)
+                with_retries(functools.partial(put_shard, array, unit, payload), f"unit {unit:06d} {name}")
+                continue
+            # Every chunk is written as it is: zarr's default compares each chunk with the fill value first
+            # to skip empty ones, 12 % of a GPU worker's time (profile in benchmarks/RESULTS.md), and a
+            # unit's chunks are never empty but for the padding windows of the last unit.
+            array = array.with_config({"write_empty_chunks": True})
             if replace:
-                drop_partial_writes(array, unit)
-            with_retries(functools.partial(put_shard, array, unit, payload), f"unit {unit:06d} {name}")
-            continue
-        # Every chunk is written as it is: zarr's default compares each chunk with the fill value first
-        # to skip empty ones, 12 % of a GPU worker's time (profile in benchmarks/RESULTS.md), and a
-        # unit's chunks are never empty but for the padding windows of the last unit.
-        array = array.with_config({"write_empty_chunks": True})
-        if replace:
-            with_retries(functools.partial(delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
-        with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
+                with_retries(functools.partial(delete_shard, array, unit), f"unit {unit:06d} {name} (old shard)")
+            with_retries(functools.partial(array.__setitem__, slice(start, stop), data), f"unit {unit:06d} {name}")
+
+
+def write_unit(root: zarr.Group, layout: Layout, unit: int, arrays: dict[str, np.ndarray], replace: bool = True, encoder: Executor | None = None) -> None:
+    """`UnitArrays.write` for one unit (a reader or writer of many units keeps a UnitArrays)."""
+    UnitArrays(root, layout).write(unit, arrays, replace, encoder)
 
 
 def read_unit(root: zarr.Group, layout: Layout, unit: int, names) -> dict[str, np.ndarray]:
-    start, stop = layout.unit_windows(unit)
-    return {name: root[name][start:stop] for name in names}
+    """`UnitArrays.read` for one unit."""
+    return UnitArrays(root, layout).read(unit, names)
 
 
 def marker_key(unit: int) -> str:

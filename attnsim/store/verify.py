@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, completed_units, describe_environment, open_store, read_marker, read_unit, unit_checksum
+from attnsim.store.io import LEGACY_CHECKSUM_ALGORITHM, UnitArrays, completed_units, describe_environment, open_store, read_marker, unit_checksum
 from attnsim.store.meta import TIER_ARRAYS, TOKEN_ARRAYS, layout_from_attrs
 
 
@@ -62,29 +62,30 @@ def verify_store(url: str) -> VerifyReport:
     layout = layout_from_attrs(attrs)
     names = [name for tier in attrs["tiers"] for name in TIER_ARRAYS[tier]]
     report = VerifyReport(url, layout.n_units)
+    units = UnitArrays(root, layout)  # array handles looked up once, not per unit
     done = completed_units(url)
     for unit in range(layout.n_units):
         if unit not in done:
             report.missing.append(unit)
             continue
-        why, marker = _check_unit(url, root, layout, unit, names)
+        why, marker = _check_unit(url, units, unit, names)
         if why:
             report.corrupt[unit] = why
         else:
             report.ok.append(unit)
             report.environments[describe_environment(marker.get("environment"))] += 1
-    _check_tokens(root, layout, attrs.get("token_checksums"), report)
+    _check_tokens(units, attrs.get("token_checksums"), report)
     return report
 
 
-def _check_tokens(root, layout, expected: dict | None, report: VerifyReport) -> None:
+def _check_tokens(units: UnitArrays, expected: dict | None, report: VerifyReport) -> None:
     """Every unit's token arrays against prepare's checksum of them."""
-    if not expected or len(expected.get("units", [])) != layout.n_units:
+    if not expected or len(expected.get("units", [])) != units.layout.n_units:
         report.tokens_checked = False
         return
     for unit, want in enumerate(expected["units"]):
         try:
-            got = unit_checksum(read_unit(root, layout, unit, TOKEN_ARRAYS), expected["algorithm"])
+            got = unit_checksum(units.read(unit, TOKEN_ARRAYS), expected["algorithm"])
         except Exception as e:  # noqa: BLE001 - any decode failure means a shard is damaged
             report.bad_tokens[unit] = f"unreadable token shard ({type(e).__name__}: {str(e)[:80]})"
             continue
@@ -102,7 +103,7 @@ def environment_lines(environments: dict[str, int]) -> list[str]:
     return out
 
 
-def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> tuple[str | None, dict]:
+def _check_unit(url: str, units: UnitArrays, unit: int, names: list[str]) -> tuple[str | None, dict]:
     """(why the unit's shards do not match its marker or None when they do, the marker)."""
     try:
         marker = read_marker(url, unit)
@@ -110,18 +111,18 @@ def _check_unit(url: str, root, layout, unit: int, names: list[str]) -> tuple[st
         return "marker is not valid JSON", {}
     if marker is None:
         return "marker vanished while verifying", {}
-    return _compare(root, layout, unit, names, marker), marker
+    return _compare(units, unit, names, marker), marker
 
 
-def _compare(root, layout, unit: int, names: list[str], marker: dict) -> str | None:
-    start, stop = layout.unit_windows(unit)
+def _compare(units: UnitArrays, unit: int, names: list[str], marker: dict) -> str | None:
+    start, stop = units.layout.unit_windows(unit)
     if marker.get("windows") != [start, stop]:
         return "marker does not match the unit's windows"
     if sorted(marker.get("arrays", [])) != sorted(names):
         return f"marker covers arrays {marker.get('arrays')}, the store has {sorted(names)}"
     try:
-        arrays = read_unit(root, layout, unit, names)
-        tokens = int(root["length"][start:stop].sum())
+        arrays = units.read(unit, names)
+        tokens = int(units.array("length")[start:stop].sum())
     except Exception as e:  # noqa: BLE001 - any decode failure means a shard is damaged
         return f"unreadable shard ({type(e).__name__}: {str(e)[:80]})"
     if marker.get("tokens") != tokens:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_store_writes import LAYOUT, unit_arrays
 
-from attnsim.store.io import CHECKSUM_ALGORITHM, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
+from attnsim.store.io import CHECKSUM_ALGORITHM, UnitArrays, create_store, open_store, unit_checksum, unit_environments, write_marker, write_unit
 from attnsim.store.verify import _check_unit, environment_lines
 
 
@@ -72,7 +72,7 @@ def test_verify_reads_the_algorithm_its_marker_names(tmp_path, marker_checksum, 
     root = open_store(url, "r+")
     write_unit(root, LAYOUT, 0, arrays, replace=False)
     write_marker(url, 0, {"windows": [0, 4], "tokens": 0, "arrays": sorted(arrays), **marker_checksum(arrays)})
-    reason, _ = _check_unit(url, root, LAYOUT, 0, sorted(arrays))
+    reason, _ = _check_unit(url, UnitArrays(root, LAYOUT), 0, sorted(arrays))
     assert reason == expected if expected is None else reason.startswith(expected)
 
 

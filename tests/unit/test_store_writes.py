@@ -159,3 +159,28 @@ def test_a_redone_unit_replaces_a_damaged_shard_whole(url, unit, damage, encoder
     write_unit(root, LAYOUT, unit, unit_arrays(unit, seed=1))
     assert {name: shard_file(url, name, unit).read_bytes() for name in good} == good
     assert not list(path.parent.glob("*.partial"))
+
+
+def test_unit_arrays_looks_each_array_up_once_and_writes_what_write_unit_writes(url, tmp_path):
+    class CountingRoot:  # a zarr group that counts the metadata look-ups (`root[name]`)
+        def __init__(self, root):
+            self.root, self.lookups = root, 0
+
+        def __getitem__(self, name):
+            self.lookups += 1
+            return self.root[name]
+
+    other = str(tmp_path / "other.zarr")
+    create_store(other, LAYOUT, {})
+    counting = CountingRoot(store.open_store(url, "r+"))
+    units = store.UnitArrays(counting, LAYOUT)
+    for unit in range(LAYOUT.n_units):
+        units.write(unit, unit_arrays(unit))
+        write_unit(store.open_store(other, "r+"), LAYOUT, unit, unit_arrays(unit))
+    assert counting.lookups == 3  # one per array, not one per array and unit
+    for unit in range(LAYOUT.n_units):
+        got = units.read(unit, sorted(unit_arrays(unit)))
+        want = read_unit(store.open_store(other), LAYOUT, unit, sorted(unit_arrays(unit)))
+        assert all(np.array_equal(got[name], want[name], equal_nan=True) for name in want)
+    files = sorted(p.relative_to(url).as_posix() for p in Path(url).rglob("*") if p.is_file() and "c/" in p.as_posix())
+    assert files and all((Path(url) / f).read_bytes() == (Path(other) / f).read_bytes() for f in files)
