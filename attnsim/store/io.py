@@ -1,4 +1,4 @@
-"""The Zarr v3 store format v1 (docs/design.md): create, write a unit, mark it, open, read.
+"""The Zarr v3 store (format v2, docs/design.md): create, write a unit, mark it, open, read.
 
 Arrays are created once at their final shape by the driver; a work unit (``windows_per_shard``
 consecutive windows) writes whole shards of every array, then its marker
@@ -10,6 +10,8 @@ Example::
 
     root = open_store("runs/default/store.zarr")
     done = completed_units("runs/default/store.zarr")
+    units = UnitArrays(root, read_meta(root).layout)   # a reader or writer of many units keeps one
+    tokens = units.read(0, ("input_ids", "length"))
 """
 
 from __future__ import annotations
