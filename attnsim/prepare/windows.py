@@ -63,7 +63,7 @@ class SentenceSplitter:
     def sentences(self, block: str) -> list[str]:
         """pysbd's sentences of a block, as they stand before its `segment` looks each one up in
         the text: that look-up is a regex search from the text's start per sentence (quadratic in
-        the block; a third of prepare's time on lee), and `spans` does it with one forward `find`
+        the block; a quarter of prepare's time on lee), and `spans` does it with one forward `find`
         each instead. A sentence the splitter altered is then not found and is dropped, as
         `segment` drops it (its text stays with the sentence before): the same spans as through
         `segment` on 821 documents (benchmarks/RESULTS.md)."""
