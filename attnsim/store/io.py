@@ -35,7 +35,7 @@ from attnsim.errors import UserError
 from attnsim.store.codecs import TokenPrefixCodec
 from attnsim.store.meta import Layout, StoreMeta
 from attnsim.store.retry import with_retries
-from attnsim.store.shards import delete_shard, drop_partial_writes, encode_shard, put_shard, shard_plan
+from attnsim.store.shards import ShardPlan, delete_shard, drop_partial_writes, encode_shard, put_shard, shard_plan
 
 MARKER_DIR = "_markers"
 
@@ -155,22 +155,25 @@ def unit_checksum(arrays: dict[str, np.ndarray], algorithm: str = CHECKSUM_ALGOR
 
 
 class UnitArrays:
-    """Reads and writes whole units of one open store, each array's handle and shard plan looked up
-    once: `root[name]` reads and parses the array's metadata (about 0.7 ms an array, some 5 % of a
-    default-tier unit's host time when looked up for every unit; benchmarks/RESULTS.md)."""
+    """Reads and writes whole units of one open store, each array's handle looked up once (and its
+    shard plan once it is first written): `root[name]` reads and parses the array's metadata (about
+    0.7 ms an array, some 5 % of a default-tier unit's host time when looked up for every unit;
+    benchmarks/RESULTS.md)."""
 
     def __init__(self, root: zarr.Group, layout: Layout):
         self.root, self.layout = root, layout
-        self._arrays: dict[str, tuple[zarr.Array, object]] = {}  # name -> (array, its ShardPlan or None)
-
-    def _handle(self, name: str) -> tuple[zarr.Array, object]:
-        if name not in self._arrays:  # threads may race here: both look up the same handle
-            array = self.root[name]
-            self._arrays[name] = (array, shard_plan(array))
-        return self._arrays[name]
+        self._arrays: dict[str, zarr.Array] = {}
+        self._plans: dict[str, ShardPlan | None] = {}  # None: written through zarr
 
     def array(self, name: str) -> zarr.Array:
-        return self._handle(name)[0]
+        if name not in self._arrays:  # threads may race here: both look up the same handle
+            self._arrays[name] = self.root[name]
+        return self._arrays[name]
+
+    def _plan(self, name: str) -> ShardPlan | None:
+        if name not in self._plans:
+            self._plans[name] = shard_plan(self.array(name))
+        return self._plans[name]
 
     def read(self, unit: int, names) -> dict[str, np.ndarray]:
         start, stop = self.layout.unit_windows(unit)
@@ -190,7 +193,7 @@ class UnitArrays:
         start, stop = self.layout.unit_windows(unit)
         for name, data in arrays.items():
             assert data.shape[0] == stop - start, f"{name}: {data.shape[0]} windows for unit {unit} of {stop - start}"
-            array, plan = self._handle(name)
+            array, plan = self.array(name), self._plan(name)
             if plan is not None:
                 payload = encode_shard(plan, data, encoder)
                 if replace:

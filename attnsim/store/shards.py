@@ -23,6 +23,7 @@ import sys
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import google_crc32c
 import numcodecs
@@ -122,7 +123,7 @@ def put_shard(array: zarr.Array, unit: int, payload: bytes) -> None:
         # file thread a shard cost about 11 % of the host pipeline's CPU time (benchmarks/RESULTS.md).
         target = store.root / shard_key(array, unit)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+        partial = _partial(target, uuid.uuid4().hex)
         try:
             partial.write_bytes(payload)
             os.replace(partial, target)
@@ -148,8 +149,13 @@ def drop_partial_writes(array: zarr.Array, unit: int) -> None:
     store = array.store_path.store
     if isinstance(store, LocalStore):
         target = store.root / shard_key(array, unit)
-        for partial in target.parent.glob(f"{target.name}.*.partial"):
+        for partial in target.parent.glob(_partial(target, "*").name):
             partial.unlink(missing_ok=True)
+
+
+def _partial(target: Path, tag: str) -> Path:
+    """A local store's file in the making, `<key>.<tag>.partial` (zarr's LocalStore names it so, tag a uuid)."""
+    return target.with_name(f"{target.name}.{tag}.partial")
 
 
 def encoder_pool(device_type: str, torch_threads: int | None) -> ThreadPoolExecutor:
