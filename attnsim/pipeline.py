@@ -17,6 +17,7 @@ import fsspec
 
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
+from attnsim.executors.lifecycle import stop_local_ray_in_background
 from attnsim.extract.progress import ExtractProgress
 from attnsim.model.loading import load_model
 from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
@@ -186,7 +187,12 @@ def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
     finally:
         if pool is not None:
             pool.close()  # a no-op once extraction closed it; on an error in prepare, frees the actors
-    summary = stage_reduce(cfg)
-    consolidate(cfg.store_url)
-    report = stage_report(cfg)
+    stopping = stop_local_ray_in_background() if use_ray else None  # reduce and report need no Ray
+    try:
+        summary = stage_reduce(cfg)
+        consolidate(cfg.store_url)
+        report = stage_report(cfg)
+    finally:
+        if stopping is not None:
+            stopping.join()
     return {"prepare": prepared, "extract": extracted, "summary": summary, "report": report}

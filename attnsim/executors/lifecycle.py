@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 log = logging.getLogger("attnsim")
@@ -96,6 +97,9 @@ def interrupt_exit(extra: str = "") -> tuple[int, str]:
 
 
 # ---------------------------------------------------------------------------------------- local Ray
+_stopping = threading.Lock()  # one shutdown at a time: the background stop and an interrupt's
+
+
 def stop_local_ray() -> None:
     """Shut down Ray in this process; a local cluster this driver started goes with it."""
     import sys
@@ -104,9 +108,22 @@ def stop_local_ray() -> None:
         return
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
-    forget_local_cluster()
+    with _stopping:
+        if ray.is_initialized():
+            ray.shutdown()
+        forget_local_cluster()
+
+
+def stop_local_ray_in_background() -> threading.Thread | None:
+    """Stop the local cluster this driver started on a thread, once the run needs Ray no more; the
+    caller joins the thread. Ray's own exit hook would stop it at exit, after a fixed 0.5 s pause:
+    ~1.4 s a run spent after the last output (benchmarks/RESULTS.md). None when this process did not
+    start the cluster: one it joined, or a session the caller opened, is not this run's to stop."""
+    if not _record_path:
+        return None
+    thread = threading.Thread(target=stop_local_ray, name="attnsim-ray-stop", daemon=True)
+    thread.start()
+    return thread
 
 
 _record_path: list[Path] = []  # the record this process wrote, removed on a clean shutdown
