@@ -50,4 +50,3 @@ def test_a_run_leaves_a_ray_session_it_joined_running(tiny_bert, corpus_dir, tmp
     cfg = tiny_config(tiny_bert, corpus_dir, tmp_path / "run", windows_per_shard=8)
     pipeline.run_all(cfg)
     assert ray.is_initialized()
-
