@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import time
 
 import fsspec
 
@@ -179,11 +180,28 @@ def stage_report(cfg: RunConfig, window: int | None = None, heads: list[tuple[in
     return write_report(cfg, window=window, heads=heads)
 
 
+class StageClock:
+    """Wall seconds per stage, in the order the stages ran: `attnsim run` prints them last."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = now - self._last
+        self._last = now
+
+
 def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
+    clock = StageClock()
     info, pool = model_and_pool(cfg) if use_ray else (model_info(cfg), None)
+    clock.lap("start")  # the model's description on the driver; Ray and the actor pool when used
     try:
         prepared = stage_prepare(cfg, use_ray, info)
+        clock.lap("prepare")
         extracted = stage_extract(cfg, use_ray, pool=pool)
+        clock.lap("extract")
     finally:
         if pool is not None:
             pool.close()  # a no-op once extraction closed it; on an error in prepare, frees the actors
@@ -191,8 +209,10 @@ def run_all(cfg: RunConfig, use_ray: bool = True) -> dict:
     try:
         summary = stage_reduce(cfg)
         consolidate(cfg.store_url)
+        clock.lap("reduce")
         report = stage_report(cfg)
+        clock.lap("report")
     finally:
         if stopping is not None:
             stopping.join()
-    return {"prepare": prepared, "extract": extracted, "summary": summary, "report": report}
+    return {"prepare": prepared, "extract": extracted, "summary": summary, "report": report, "seconds": clock.seconds}

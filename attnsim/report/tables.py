@@ -77,6 +77,9 @@ def print_summary(console: Console, cfg: RunConfig, result: dict) -> None:
         console.print(f"  {path}")
     if result.get("report"):
         console.print(f"  {result['report']}  (report.html: figures, per-layer table, claims of the paper tested)")
+    if result.get("seconds"):
+        stages = " · ".join(f"{stage} {seconds:.1f} s" for stage, seconds in result["seconds"].items())
+        console.print(f"time: {stages} · total {sum(result['seconds'].values()):.1f} s", highlight=False)
 
 
 def print_store_info(console: Console, url: str) -> None:

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -34,7 +35,9 @@ FIGURES = ("distance_decay.png", "layer_statistics.png", "head_map.png", "attent
 def runs(tiny_bert, corpus_dir, tmp_path_factory):
     base = dict(model=tiny_bert, corpus=corpus_dir, max_tokens=32, windows_per_shard=4, batch_size=3, bootstrap=20)
     plain = RunConfig(out=str(tmp_path_factory.mktemp("plain")), **base)
+    started = time.perf_counter()
     result = run_all(plain, use_ray=False)  # prepare, extract, reduce, report
+    result["wall"] = time.perf_counter() - started
     dense = RunConfig(out=str(tmp_path_factory.mktemp("dense")), tiers=["default", "vectors", "dense"], **base)
     stage_prepare(dense, use_ray=False)
     stage_extract(dense, use_ray=False)
@@ -84,6 +87,21 @@ def test_run_all_ends_with_the_report_and_prints_its_path(runs):
     console = Console(record=True, width=300)
     print_summary(console, runs["plain"], runs["result"])
     assert str(report) in console.export_text()
+
+
+def test_run_all_times_each_stage_and_prints_the_times(runs):
+    from attnsim.report.tables import print_summary
+
+    seconds = runs["result"]["seconds"]
+    assert list(seconds) == ["start", "prepare", "extract", "reduce", "report"]  # in the order they ran
+    assert all(s > 0 for s in seconds.values()) and sum(seconds.values()) <= runs["result"]["wall"]
+    console = Console(record=True, width=300)
+    print_summary(console, runs["plain"], runs["result"])
+    line = [row for row in console.export_text().splitlines() if row.startswith("time: ")]
+    assert line == [
+        f"time: start {seconds['start']:.1f} s · prepare {seconds['prepare']:.1f} s · extract {seconds['extract']:.1f} s · "
+        f"reduce {seconds['reduce']:.1f} s · report {seconds['report']:.1f} s · total {sum(seconds.values()):.1f} s"
+    ]
 
 
 def test_report_files_are_valid_non_trivial_png_and_html(runs):
