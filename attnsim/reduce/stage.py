@@ -186,9 +186,15 @@ def dask_scheduler(spec):
         yield spec
         return
     if check_scheduler(spec) == "local":
+        from threadpoolctl import threadpool_limits
+
         # The scheduler's get function, not its name: given a name, dask imports dask.distributed
         # (when installed) to look for a default client, 0.3 s of a 2.9 s reduce of lee.
-        yield _local_get(spec)
+        # BLAS on one thread: the blocks' small products (distance sums, expected counts) woke
+        # OpenBLAS's own threads on top of dask's, which then spun on the same cores (lee: CPU 4.1
+        # -> 3.3 s, wall 2.3 -> 2.0 s, same tables; RESULTS.md). dask.distributed's workers do the same.
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield _local_get(spec)
     else:
         from dask.distributed import Client
 

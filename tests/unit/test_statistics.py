@@ -149,6 +149,25 @@ def test_result_does_not_depend_on_blocks_or_scheduler(tmp_path):
         assert frames[0][name].equals(frames[1][name]), name
 
 
+def test_blocks_run_blas_on_one_thread_and_the_limit_is_lifted_after(tmp_path, monkeypatch):
+    # dask's threads each calling a multi-threaded BLAS oversubscribe the cores (RESULTS.md).
+    from threadpoolctl import threadpool_info
+
+    import attnsim.reduce.stage as stage
+
+    def blas_threads():
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    seen = []
+    block = stage._block
+    monkeypatch.setattr(stage, "_block", lambda *a, **kw: seen.append(blas_threads()) or block(*a, **kw))
+    before = blas_threads()
+    url = build(tmp_path, windows_per_shard=1)
+    reduce_store(RunConfig(out=str(tmp_path / "out"), bootstrap=0, dask_scheduler="threads"), url=url)
+    assert len(seen) == 2 and all(threads == {1} for threads in seen)
+    assert blas_threads() == before
+
+
 def test_incomplete_store_is_refused(tmp_path):
     from attnsim.errors import UserError
     from attnsim.store.io import remove_marker
