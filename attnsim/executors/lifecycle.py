@@ -116,9 +116,10 @@ def stop_local_ray() -> None:
 
 def stop_local_ray_in_background() -> threading.Thread | None:
     """Stop the local cluster this driver started on a thread, once the run needs Ray no more; the
-    caller joins the thread. Ray's own exit hook would stop it at exit, after a fixed 0.5 s pause:
-    ~1.4 s a run spent after the last output (benchmarks/RESULTS.md). None when this process did not
-    start the cluster: one it joined, or a session the caller opened, is not this run's to stop."""
+    caller joins the thread. Ray's own exit hook would stop it after the last output, after a fixed
+    0.5 s pause (the shutdown itself ~1.4 s): `attnsim run` on lee ends 3.1-3.3 s sooner this way
+    (benchmarks/RESULTS.md). None when this process did not start the cluster: one it joined, or a
+    session the caller opened, is not this run's to stop."""
     if not _record_path:
         return None
     thread = threading.Thread(target=stop_local_ray, name="attnsim-ray-stop", daemon=True)
