@@ -83,16 +83,28 @@ def reduce_only(store: str, out: Path, repeats: int) -> dict:
     return results
 
 
-def run_end_to_end(corpus: str, out: str, max_tokens: int, extra: list[str]) -> float:
+def run_end_to_end(corpus: str, out: str, max_tokens: int, extra: list[str]) -> tuple[float, dict[str, float]]:
+    """The wall time of `attnsim run` in a fresh process, and the stage times it printed."""
     shutil.rmtree(out, ignore_errors=True)
     began = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "attnsim.cli", "run", "--corpus", corpus, "--out", out, "--max-tokens", str(max_tokens), *extra],
         check=True,
         capture_output=True,
+        text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
-    return time.perf_counter() - began
+    return time.perf_counter() - began, stage_seconds(done.stdout)
+
+
+def stage_seconds(output: str) -> dict[str, float]:
+    """The stages' times from the last line `attnsim run` prints: `time: start 5.2 s · prepare 2.4 s ·
+    ... · total 47.0 s` -> {"start": 5.2, "prepare": 2.4, ...} (the total left out)."""
+    lines = [line for line in output.splitlines() if line.startswith("time: ")]
+    if not lines:
+        raise RuntimeError("`attnsim run` printed no stage times (a line starting with 'time: ')")
+    parts = [part.rsplit(" ", 2) for part in lines[-1].removeprefix("time: ").split(" · ")]
+    return {name: float(seconds) for name, seconds, _ in parts if name != "total"}
 
 
 def reduce_and_end_to_end(out: Path, cfg: RunConfig, corpus: str, max_tokens: int, batch_size: int, med: dict, repeats: int) -> dict:
@@ -120,7 +132,8 @@ def reduce_and_end_to_end(out: Path, cfg: RunConfig, corpus: str, max_tokens: in
     # The goal's ratio: the reduce's own working memory (growth above the process before it), 4x vs 1x.
     results["reduce_memory_4x_over_1x"] = four["growth_mib"] / max(one["growth_mib"], 1.0)
 
-    e2e = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(batch_size)])
+    e2e, stages = run_end_to_end(corpus, str(out / "e2e"), max_tokens, ["--batch-size", str(batch_size)])
     results["run_seconds"] = e2e
+    results["run_stage_seconds"] = stages  # the rest of run_seconds: the process's imports and exit
     results["run_over_bare"] = e2e / med["bare_default"]
     return results

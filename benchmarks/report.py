@@ -107,7 +107,9 @@ def markdown(r: dict, smoke: bool) -> str:
             "Its memory, 1x vs 4x the corpus: process peak RSS "
             f"{r['reduce_peak_mib_1x']:.0f} vs {r['reduce_peak_mib_4x']:.0f} MiB; growth during the reduce "
             f"{r['reduce_growth_mib_1x']:.0f} vs {r['reduce_growth_mib_4x']:.0f} MiB (the goal's ratio).",
-            f"`attnsim run` end to end: {r['run_seconds']:.1f} s.",
+            f"`attnsim run` end to end: {r['run_seconds']:.1f} s ("
+            + ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in r["run_stage_seconds"].items())
+            + "; the rest: the process's imports and exit).",
         ]
     lines.append("")
     return "\n".join(lines)

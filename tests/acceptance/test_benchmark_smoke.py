@@ -13,6 +13,8 @@ def test_harness_smoke(tmp_path):
     for key in GOALS:
         assert key in saved and saved[key] > 0, key
     assert results["corpus_tokens"] > 0
+    stages = saved["run_stage_seconds"]  # as `attnsim run` printed them, in its order
+    assert list(stages) == ["start", "prepare", "extract", "reduce", "report"] and 0 < sum(stages.values()) < saved["run_seconds"]
     assert not (tmp_path / "RESULTS.md").exists()  # smoke mode never overwrites the real table
 
 
