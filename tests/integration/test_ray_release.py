@@ -26,13 +26,18 @@ def test_a_run_stops_the_local_ray_it_started_while_reduce_runs(tiny_bert, corpu
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "state"))  # the cluster's record, away from ~/.cache
     assert not ray.is_initialized(), "an earlier test module left Ray running"
     seen = {}
-    reduce = pipeline.stage_reduce
+    extract, reduce = pipeline.stage_extract, pipeline.stage_reduce
+
+    def extract_and_look(*args, **kwargs):
+        result = extract(*args, **kwargs)
+        seen["ray up after extraction"] = ray.is_initialized()  # the stop starts only after this
+        return result
 
     def reduce_and_watch(cfg):
-        seen["ray up at reduce"] = ray.is_initialized()
         seen["stopped during reduce"] = wait_until(lambda: not ray.is_initialized(), timeout=60)
         return reduce(cfg)
 
+    monkeypatch.setattr(pipeline, "stage_extract", extract_and_look)
     monkeypatch.setattr(pipeline, "stage_reduce", reduce_and_watch)
     cfg = tiny_config(tiny_bert, corpus_dir, tmp_path / "run", windows_per_shard=8)
     try:
@@ -40,7 +45,7 @@ def test_a_run_stops_the_local_ray_it_started_while_reduce_runs(tiny_bert, corpu
     finally:
         lifecycle.stop_local_ray()  # whatever happened, no cluster outlives the test
     assert result["extract"]["remaining"] == 0
-    assert seen == {"ray up at reduce": True, "stopped during reduce": True}
+    assert seen == {"ray up after extraction": True, "stopped during reduce": True}
     assert not ray.is_initialized()
     record = lifecycle.record_path(cfg.store_url)
     assert record.is_relative_to(tmp_path / "state") and not record.exists()  # the cluster's record went with it
