@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from attnsim.extract.stage import Extractor
-from attnsim.store.io import CHECKSUM_ALGORITHM, read_unit, unit_checksum, write_marker
+from attnsim.store.io import CHECKSUM_ALGORITHM, unit_checksum, write_marker
 
 BERT_BASE = "bert-base-random"
 
@@ -57,12 +57,12 @@ def host_capacity(extractor: Extractor, threads=(1, 2), repeats: int = 3, distin
     store is left holding other windows' results: give it a store of its own).
     Thread counts are interleaved over `repeats`; medians are reported.
     """
-    layout, root = extractor.layout, extractor.root
+    layout = extractor.layout
     full = [u for u in range(layout.n_units) if len(range(*layout.unit_windows(u))) == layout.windows_per_shard]
     assert full, "no full unit to time: the store has fewer windows than one unit"
     computed = []
     for unit in full[:distinct_units]:
-        tokens = read_unit(root, layout, unit, ("input_ids", "sentence_id", "length"))
+        tokens = extractor.units.read(unit, ("input_ids", "sentence_id", "length"))
         arrays = extractor.computer.compute(tokens["input_ids"], tokens["sentence_id"], tokens["length"])
         computed.append((int(tokens["length"].sum()), arrays))
     jobs = [(unit, computed[i % len(computed)]) for i, unit in enumerate(full)]

@@ -125,6 +125,12 @@ def threshold_pairs(s: np.ndarray, threshold: np.ndarray, sentence_id_row: np.nd
     return np.full(len(i), window), lay, head, i, j
 
 
+def pack_codes(real_j, same, rep, token_class):
+    """The code bits of N_CODES from bool arrays (broadcastable) and j's uint8 CLASS_*. In uint8:
+    shifting the bool arrays directly would make int64 temporaries (75 ms a block)."""
+    return real_j.view(np.uint8) | (same.view(np.uint8) << 1) | (rep.view(np.uint8) << 2) | (token_class << 3)
+
+
 # Windows x T x T entries up to which `pair_codes` builds its code table (32 MiB of uint8).
 CODE_TABLE_ENTRIES = 2**25
 
@@ -142,7 +148,7 @@ def pair_codes(input_ids, sentence_id, token_class, pairs):
     real_j = (sentence_id >= 0)[:, None, :]  # (W, 1, T): j is real
     same = (sentence_id[:, :, None] == sentence_id[:, None, :]) & real_j  # (W, T, T)
     rep = (input_ids[:, :, None] == input_ids[:, None, :]) & real_j
-    table = real_j.view(np.uint8) | (same.view(np.uint8) << 1) | (rep.view(np.uint8) << 2) | (token_class[:, None, :] << 3)
+    table = pack_codes(real_j, same, rep, token_class[:, None, :])
     code = table.reshape(-1)[(win * t + i) * t + j]
     dist_key = np.where((code & 1).view(bool), np.abs(i - j), t)  # pairs that are not real land in a last bin, dropped
     return code, dist_key, input_ids.ravel()[win * t + j]
@@ -159,8 +165,7 @@ def pair_codes_gathered(input_ids, sentence_id, token_class, pairs):
     real_j = sid_j >= 0
     same = real_j & (sid_flat[src] == sid_j)
     rep = real_j & (ids_flat[src] == ids_flat[dst])
-    # In uint8: shifting the bool arrays directly would make int64 temporaries (75 ms a block).
-    code = real_j.view(np.uint8) | (same.view(np.uint8) << 1) | (rep.view(np.uint8) << 2) | (token_class.ravel()[dst] << 3)
+    code = pack_codes(real_j, same, rep, token_class.ravel()[dst])
     dist_key = np.where(real_j, np.abs(i - j), t)
     return code, dist_key, ids_flat[dst]
 
