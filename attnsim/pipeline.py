@@ -20,7 +20,6 @@ from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
 from attnsim.executors.lifecycle import stop_local_ray_in_background
 from attnsim.extract.progress import ExtractProgress
-from attnsim.model.loading import load_model
 from attnsim.prepare.stage import PrepareResult, check_settings, local_map, prepare, token_classes
 from attnsim.store.io import completed_units, consolidate, open_store, read_meta, store_exists, update_attrs
 from attnsim.store.meta import CONFIG_SETTINGS
@@ -30,6 +29,8 @@ log = logging.getLogger("attnsim")
 
 def model_info(cfg: RunConfig) -> dict:
     """What the store records about the model (loaded once on the driver, on the CPU)."""
+    from attnsim.model.loading import load_model  # torch: not for the commands that only reduce or report
+
     loaded = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code, allow_pickle_weights=cfg.allow_pickle_weights)
     return {**loaded.describe(), "max_tokens": loaded.max_tokens, "token_classes": token_classes(loaded.tokenizer)}
 

@@ -23,7 +23,6 @@ import numpy as np
 from attnsim import FORMAT_VERSION, __version__
 from attnsim.config import RunConfig
 from attnsim.errors import UserError
-from attnsim.model.loading import load_tokenizer
 from attnsim.prepare.sources import Problems, read_documents
 from attnsim.prepare.windows import WindowPacker, WindowRows
 from attnsim.store.io import CHECKSUM_ALGORITHM, UnitArrays, consolidate, create_store, open_store, read_meta, store_exists, unit_checksum
@@ -50,6 +49,8 @@ def local_map(fn: Callable, items: list) -> Iterable:
 
 @functools.lru_cache(maxsize=4)
 def _packer(model: str, trust_remote_code: bool, max_tokens: int, separator: str) -> WindowPacker:
+    from attnsim.model.loading import load_tokenizer  # torch, imported by loading: only where packing runs
+
     return WindowPacker(load_tokenizer(model, trust_remote_code), max_tokens, separator)
 
 
