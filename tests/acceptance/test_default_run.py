@@ -58,6 +58,29 @@ def test_info_describes_the_store(default_run):
         assert word in r.stdout, word
 
 
+# `attnsim <command> <store>` in process, then the heavy libraries it imported, on the last line.
+IMPORTED = """
+import sys
+from attnsim.cli import main
+sys.argv = ["attnsim", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print(sorted(m for m in ("torch", "transformers", "dask.array", "ray", "matplotlib") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("command", ["info", "verify"])
+def test_store_commands_import_no_model_or_cluster_library(default_run, command):
+    """`attnsim info` and `verify` read the store only: importing transformers or torch for them cost
+    most of their time (info 2.2-3.0 s against 0.7-0.8 s, benchmarks/RESULTS.md)."""
+    out, _ = default_run
+    r = subprocess.run([sys.executable, "-c", IMPORTED, command, str(out / "store.zarr")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_rerun_resumes_without_recomputing(default_run):
     out, _ = default_run
     before = {p: p.stat().st_mtime_ns for p in (out / "store.zarr" / "topk_index").rglob("*") if p.is_file()}
