@@ -16,7 +16,7 @@ from jobs.entry import console, main
 
 def work(cfg) -> None:
     from attnsim.pipeline import stage_reduce
-    from attnsim.reduce.stage import stats_paths
+    from attnsim.reduce.outputs import stats_paths
     from attnsim.report.tables import print_layer_table
 
     summary = stage_reduce(cfg)

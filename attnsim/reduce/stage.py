@@ -22,7 +22,7 @@ import dask.array as da
 import numpy as np
 import polars as pl
 
-from attnsim.config import RunConfig, join_url
+from attnsim.config import RunConfig
 from attnsim.errors import UserError
 from attnsim.model.similarity import similarity_matrix
 from attnsim.reduce.pairs import block_partial, threshold_pairs, topk_pairs
@@ -282,7 +282,3 @@ def _json_default(x):
     if isinstance(x, (np.floating,)):
         return float(x)
     raise TypeError(type(x))
-
-
-def stats_paths(stats_url: str) -> list[str]:
-    return [join_url(stats_url, f"{n}.parquet") for n in ("head_stats", "distance_decay", "anchors", "layer_summary")] + [join_url(stats_url, "summary.json")]

@@ -21,23 +21,23 @@ import polars as pl
 
 from attnsim.config import RunConfig, join_url
 from attnsim.errors import UserError
+from attnsim.reduce.outputs import STATS_TABLES
 from attnsim.report.claims import RULE, evaluate
 from attnsim.report.figures import attention_mass_figure, decay_figure, head_map_figure, layer_ci_figure, similarity_figure
 from attnsim.report.numbers import number, with_interval
 from attnsim.report.render import Doc
 
 log = logging.getLogger("attnsim")
-TABLES = ("head_stats", "distance_decay", "anchors", "layer_summary")
 VERDICT_CLASS = {"holds": "holds", "does not hold": "does-not-hold", "inconclusive": "inconclusive"}
 
 
 def load_stats(stats_url: str) -> tuple[dict[str, pl.DataFrame], dict]:
     fs, root = fsspec.core.url_to_fs(stats_url)
-    missing = [n for n in (*[f"{t}.parquet" for t in TABLES], "summary.json") if not fs.exists(f"{root}/{n}")]
+    missing = [n for n in (*[f"{t}.parquet" for t in STATS_TABLES], "summary.json") if not fs.exists(f"{root}/{n}")]
     if missing:
         raise UserError(f"no statistics in {stats_url!r} (missing {', '.join(missing)}); run `attnsim reduce` on the run first")
     tables = {}
-    for name in TABLES:
+    for name in STATS_TABLES:
         with fs.open(f"{root}/{name}.parquet", "rb") as f:
             tables[name] = pl.read_parquet(f)
     with fs.open(f"{root}/summary.json") as f:

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attnsim.config import RunConfig
+from attnsim.reduce.outputs import stats_paths
 from attnsim.report.numbers import number, with_interval
 from attnsim.store.io import completed_units, open_store, read_meta, unit_environments
 
@@ -62,8 +63,6 @@ def top_anchors_by_layer(stats_url: str, n: int = 3) -> dict:
 
 
 def print_summary(console: Console, cfg: RunConfig, result: dict) -> None:
-    from attnsim.reduce.stage import stats_paths  # here, not at the top: `attnsim info` needs no Dask
-
     p, e, s = result["prepare"], result["extract"], result["summary"]
     console.print(
         f"[bold]attnsim[/] model {cfg.model} · corpus {cfg.corpus} · {p.n_documents} documents · "
